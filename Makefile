@@ -1,0 +1,57 @@
+# factorflow: two commands do everything — `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Airflow runs from this checkout with a SQLite metadata DB under .airflow/.
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__PARALLELISM := 2
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(AIRFLOW_HOME)/airflow.db
+export AIRFLOW__LOGGING__LOGGING_LEVEL := INFO
+export FACTORFLOW_WAREHOUSE ?= $(CURDIR)/data/warehouse.duckdb
+export FACTORFLOW_ARTIFACTS_DIR ?= $(CURDIR)/data/artifacts
+export JAX_PLATFORMS ?= cpu
+export GX_ANALYTICS_ENABLED := false
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help demo test install airflow-db clean
+
+help:
+	@echo "make demo   build the demo warehouse, run the DAG through Airflow, show the result"
+	@echo "make test   run the whole test suite"
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"factorflow needs Python 3.11, found {sys.version.split()[0]} at {sys.executable}; set PYTHON=/path/to/python3.11"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing pinned requirements into .venv (first run takes a few minutes)"
+	@$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v 'is ignored' || true
+	@$(BIN)/python -m pip install --quiet -r requirements.txt 2>&1 | { grep -v 'is ignored' || true; }
+	@$(BIN)/python -m pip install --quiet --no-deps -e . 2>&1 | { grep -v 'is ignored' || true; }
+	@$(BIN)/python -c 'import airflow, jax, polars, duckdb, factorflow'
+	@touch $@
+
+airflow-db: $(STAMP)
+	@mkdir -p $(AIRFLOW_HOME)
+	@airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { cat $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
+
+demo: $(STAMP) airflow-db
+	@factorflow demo-data --warehouse "$(FACTORFLOW_WAREHOUSE)"
+	@echo "running DAG factorize_ratings with 'airflow dags test' (log: $(AIRFLOW_HOME)/demo-run.log)"
+	@airflow dags test factorize_ratings > $(AIRFLOW_HOME)/demo-run.log 2>&1 || { tail -n 80 $(AIRFLOW_HOME)/demo-run.log; exit 1; }
+	@factorflow show --warehouse "$(FACTORFLOW_WAREHOUSE)"
+
+test: $(STAMP) airflow-db
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(AIRFLOW_HOME) data

@@ -1,0 +1,110 @@
+"""factorize_ratings: warehouse ratings -> validated matrices -> JAX factors -> warehouse.
+
+Wiring only: the work is in ``factorflow`` (pure library) and its thin
+operators. Parsing this file imports neither JAX, Polars nor Great Expectations.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, Param
+
+from factorflow.airflow.operators import (
+    BuildMatricesOperator,
+    ExtractRatingsOperator,
+    PublishFactorsOperator,
+    TrainFactorsOperator,
+    ValidateRatingsOperator,
+)
+from factorflow.defaults import TRAIN_DEFAULTS
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+WAREHOUSE = os.environ.get("FACTORFLOW_WAREHOUSE", str(PROJECT_DIR / "data" / "warehouse.duckdb"))
+ARTIFACTS = os.environ.get("FACTORFLOW_ARTIFACTS_DIR", str(PROJECT_DIR / "data" / "artifacts"))
+GPU_QUEUE = os.environ.get("FACTORFLOW_GPU_QUEUE", "gpu")
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+TABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
+
+with DAG(
+    dag_id="factorize_ratings",
+    description="Train latent-factor models from warehouse ratings and publish them back",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    tags=["factorflow", "recommender", "jax"],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "owner": "factorflow"},
+    params={
+        "warehouse": Param(WAREHOUSE, type="string", minLength=1,
+                           description="DuckDB warehouse file holding the source table; "
+                                       "models are published into the same file."),
+        "source_table": Param("raw.ratings", type="string", pattern=TABLE,
+                              description="schema.table with user_id, item_id, rating (rated_at optional)."),
+        "schema": Param("factorflow", type="string", pattern=IDENTIFIER,
+                        description="Schema the model tables are published to."),
+        "rating_min": Param(1.0, type="number", description="Lowest valid rating."),
+        "rating_max": Param(5.0, type="number", description="Highest valid rating."),
+        "min_rows": Param(100, type="integer", minimum=1,
+                          description="Fewest ratings accepted by validation."),
+        "valid_fraction": Param(0.1, type="number", minimum=0, maximum=0.5,
+                                description="Share of each user's ratings held out for validation."),
+        "rank": Param(TRAIN_DEFAULTS["rank"], type="integer", minimum=1, maximum=1024,
+                      description="Number of latent factors."),
+        "epochs": Param(TRAIN_DEFAULTS["epochs"], type="integer", minimum=1, maximum=100_000,
+                        description="Full passes over the training ratings."),
+        "learning_rate": Param(TRAIN_DEFAULTS["learning_rate"], type="number",
+                               exclusiveMinimum=0, maximum=10, description="Optimizer step size."),
+        "reg": Param(TRAIN_DEFAULTS["reg"], type="number", minimum=0, maximum=100,
+                     description="L2 regularization strength."),
+        "seed": Param(0, type="integer", minimum=0, description="Seed of the split and the initialization."),
+        "top_n": Param(10, type="integer", minimum=1, maximum=1000,
+                       description="Recommendations published per user."),
+    },
+    doc_md=__doc__,
+) as dag:
+    extract = ExtractRatingsOperator(
+        task_id="extract",
+        warehouse="{{ params.warehouse }}",
+        source_table="{{ params.source_table }}",
+        artifacts_dir=ARTIFACTS,
+    )
+    validate = ValidateRatingsOperator(
+        task_id="validate",
+        ratings_path=extract.output["path"],
+        rating_min="{{ params.rating_min }}",
+        rating_max="{{ params.rating_max }}",
+        min_rows="{{ params.min_rows }}",
+    )
+    build = BuildMatricesOperator(
+        task_id="build",
+        ratings_path=extract.output["path"],
+        artifacts_dir=ARTIFACTS,
+        valid_fraction="{{ params.valid_fraction }}",
+        seed="{{ params.seed }}",
+    )
+    train = TrainFactorsOperator(
+        task_id="train",
+        queue=GPU_QUEUE,
+        matrix_dir=build.output["matrix_dir"],
+        artifacts_dir=ARTIFACTS,
+        train_config={name: "{{ params.%s }}" % name
+                      for name in ("rank", "epochs", "learning_rate", "reg", "seed")},
+        top_n="{{ params.top_n }}",
+    )
+    publish = PublishFactorsOperator(
+        task_id="publish",
+        warehouse="{{ params.warehouse }}",
+        schema="{{ params.schema }}",
+        model_dir=train.output["model_dir"],
+        matrix_dir=build.output["matrix_dir"],
+        source_table="{{ params.source_table }}",
+        run_params="{{ params }}",
+        timings={stage: task.output["seconds"]
+                 for stage, task in (("extract", extract), ("validate", validate),
+                                     ("build", build), ("train", train))},
+    )
+    extract >> validate >> build >> train >> publish

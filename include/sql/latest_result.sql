@@ -1,0 +1,19 @@
+-- The demo's closing query: the latest model's validation RMSE next to the
+-- bias-only baseline's, and the top recommendations of one user.
+-- {schema} is a validated, quoted identifier; $user_id and $top_n are bound.
+
+-- name: latest_model
+SELECT model_id, dag_run_id, rank, epochs_run, valid_rmse, baseline_valid_rmse,
+       valid_mae, fit_seconds, created_at
+FROM {schema}.model_runs
+ORDER BY created_at DESC, model_id DESC
+LIMIT 1
+
+-- name: top_predictions
+SELECT rank, item_id, round(score, 3) AS score
+FROM {schema}.predictions
+WHERE model_id = $model_id AND user_id = $user_id AND rank <= $top_n
+ORDER BY rank
+
+-- name: first_user
+SELECT min(user_id) FROM {schema}.predictions WHERE model_id = $model_id

@@ -1,0 +1,92 @@
+-- Publishing a trained model into the warehouse (DuckDB dialect).
+-- {schema} is a validated, quoted identifier; {user_id_type}/{item_id_type} are
+-- DuckDB type names chosen from the source ids (BIGINT or VARCHAR). Every value
+-- is a bound parameter ($model_id ...). The statements run in one transaction.
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema}
+
+-- name: create_model_runs
+CREATE TABLE IF NOT EXISTS {schema}.model_runs (
+    model_id            VARCHAR PRIMARY KEY,
+    dag_id              VARCHAR,
+    dag_run_id          VARCHAR,
+    source_table        VARCHAR,
+    params              JSON,
+    n_users             INTEGER,
+    n_items             INTEGER,
+    n_ratings           BIGINT,
+    n_train             BIGINT,
+    n_valid             BIGINT,
+    rank                INTEGER,
+    epochs_run          INTEGER,
+    best_epoch          INTEGER,
+    train_rmse          DOUBLE,
+    train_mae           DOUBLE,
+    valid_rmse          DOUBLE,
+    valid_mae           DOUBLE,
+    baseline_valid_rmse DOUBLE,
+    baseline_valid_mae  DOUBLE,
+    fit_seconds         DOUBLE,
+    ratings_per_second  DOUBLE,
+    timings             JSON,
+    history             JSON,
+    created_at          TIMESTAMP
+)
+
+-- name: create_user_factors
+CREATE TABLE IF NOT EXISTS {schema}.user_factors (
+    model_id VARCHAR NOT NULL,
+    user_id  {user_id_type} NOT NULL,
+    bias     FLOAT NOT NULL,
+    factors  FLOAT[] NOT NULL
+)
+
+-- name: create_item_factors
+CREATE TABLE IF NOT EXISTS {schema}.item_factors (
+    model_id VARCHAR NOT NULL,
+    item_id  {item_id_type} NOT NULL,
+    bias     FLOAT NOT NULL,
+    factors  FLOAT[] NOT NULL
+)
+
+-- name: create_predictions
+CREATE TABLE IF NOT EXISTS {schema}.predictions (
+    model_id VARCHAR NOT NULL,
+    user_id  {user_id_type} NOT NULL,
+    item_id  {item_id_type} NOT NULL,
+    score    FLOAT NOT NULL,
+    rank     INTEGER NOT NULL
+)
+
+-- name: column_type
+SELECT data_type FROM information_schema.columns
+WHERE table_schema = $schema AND table_name = $table AND column_name = $column
+
+-- name: delete_model
+DELETE FROM {schema}.predictions WHERE model_id = $model_id;
+DELETE FROM {schema}.user_factors WHERE model_id = $model_id;
+DELETE FROM {schema}.item_factors WHERE model_id = $model_id;
+DELETE FROM {schema}.model_runs WHERE model_id = $model_id;
+
+-- name: insert_user_factors
+INSERT INTO {schema}.user_factors SELECT $model_id, id, bias, factors FROM staged_user_factors
+
+-- name: insert_item_factors
+INSERT INTO {schema}.item_factors SELECT $model_id, id, bias, factors FROM staged_item_factors
+
+-- name: insert_predictions
+INSERT INTO {schema}.predictions
+SELECT $model_id, user_id, item_id, score, rank FROM staged_predictions
+
+-- name: insert_model_run
+INSERT INTO {schema}.model_runs BY NAME
+SELECT * FROM (VALUES (
+    $model_id, $dag_id, $dag_run_id, $source_table, $params::JSON, $n_users, $n_items,
+    $n_ratings, $n_train, $n_valid, $rank, $epochs_run, $best_epoch, $train_rmse,
+    $train_mae, $valid_rmse, $valid_mae, $baseline_valid_rmse, $baseline_valid_mae,
+    $fit_seconds, $ratings_per_second, $timings::JSON, $history::JSON, now()::TIMESTAMP
+)) AS run(model_id, dag_id, dag_run_id, source_table, params, n_users, n_items,
+          n_ratings, n_train, n_valid, rank, epochs_run, best_epoch, train_rmse,
+          train_mae, valid_rmse, valid_mae, baseline_valid_rmse, baseline_valid_mae,
+          fit_seconds, ratings_per_second, timings, history, created_at)

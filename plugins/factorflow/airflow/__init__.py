@@ -1,0 +1,1 @@
+"""Airflow glue: operators and the plugin. The only package that imports Airflow."""

@@ -1,0 +1,214 @@
+"""Thin Airflow operators over the factorflow library.
+
+Each operator only stores its arguments in ``__init__`` (it runs at DAG-parse
+time), and in ``execute`` calls one library function, importing it there so
+that parsing never loads JAX, Polars or Great Expectations. XCom carries the
+library's small JSON-safe summary (paths, counts, metrics); arrays travel as
+files in a run-scoped artifact directory.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def run_dir(artifacts_dir: str, context: "Context") -> Path:
+    """``<artifacts_dir>/<dag_id>/<run_id>``, the run id made filesystem-safe."""
+    run_id = re.sub(r"[^A-Za-z0-9_.-]+", "_", context["run_id"])
+    return Path(artifacts_dir) / context["dag"].dag_id / run_id
+
+
+def model_id_for(context: "Context") -> str:
+    """The published model's key: one per DAG run, so retries replace, never add."""
+    return f"{context['dag'].dag_id}/{context['run_id']}"
+
+
+class _StageOperator(BaseOperator):
+    """Shared execute: time the stage function and push its summary.
+
+    The summary is the task's return value, and each of its fields is also
+    pushed under its own key (as TaskFlow's ``multiple_outputs`` does), so the
+    DAG can wire ``extract.output["path"]`` straight into the next operator.
+    """
+
+    stage: str = ""
+
+    def _run(self, context: "Context", fn: Callable[..., dict[str, Any]], *args: Any,
+             **kwargs: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        summary = dict(fn(*args, **kwargs))
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        self.log.info("%s done in %.2f s: %s", self.stage, summary["seconds"], summary)
+        for key, value in summary.items():
+            context["ti"].xcom_push(key=key, value=value)
+        return summary
+
+
+class ExtractRatingsOperator(_StageOperator):
+    """Copy the source ratings table to a Parquet artifact.
+
+    Args:
+        warehouse: DuckDB file holding the source table (templated).
+        source_table: ``schema.table`` to read (templated).
+        artifacts_dir: root of the run-scoped artifact directories (templated).
+    """
+
+    template_fields: Sequence[str] = ("warehouse", "source_table", "artifacts_dir")
+    stage = "extract"
+
+    def __init__(self, *, warehouse: str, source_table: str, artifacts_dir: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.warehouse = warehouse
+        self.source_table = source_table
+        self.artifacts_dir = artifacts_dir
+
+    def execute(self, context: "Context") -> dict[str, Any]:
+        from factorflow.ratings import extract_ratings
+
+        out = run_dir(self.artifacts_dir, context) / "extract"
+        return self._run(context, extract_ratings, self.warehouse, self.source_table, out)
+
+
+class ValidateRatingsOperator(_StageOperator):
+    """Run the Great Expectations ratings suite; fail with its report.
+
+    Args:
+        ratings_path: Parquet artifact of the extract stage (templated).
+        rating_min: lowest valid rating (templated).
+        rating_max: highest valid rating (templated).
+        min_rows: fewest rows accepted (templated).
+    """
+
+    template_fields: Sequence[str] = ("ratings_path", "rating_min", "rating_max", "min_rows")
+    stage = "validate"
+
+    def __init__(self, *, ratings_path: Any, rating_min: Any, rating_max: Any,
+                 min_rows: Any = 1, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.ratings_path = ratings_path
+        self.rating_min = rating_min
+        self.rating_max = rating_max
+        self.min_rows = min_rows
+
+    def execute(self, context: "Context") -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from factorflow.checks import RatingsValidationError, validate_ratings
+
+        try:
+            return self._run(context, validate_ratings, self.ratings_path,
+                             rating_min=float(self.rating_min), rating_max=float(self.rating_max),
+                             min_rows=int(self.min_rows))
+        except RatingsValidationError as exc:
+            # Bad data does not fix itself: fail now, with the report, no retries.
+            self.log.error("%s", exc.report)
+            raise AirflowFailException(exc.report) from exc
+
+
+class BuildMatricesOperator(_StageOperator):
+    """Map ids, split train/validation, write COO triplets.
+
+    Args:
+        ratings_path: Parquet artifact of the extract stage (templated).
+        artifacts_dir: root of the run-scoped artifact directories (templated).
+        valid_fraction: share of each user's ratings held out (templated).
+        seed: seed of the split (templated).
+    """
+
+    template_fields: Sequence[str] = ("ratings_path", "artifacts_dir", "valid_fraction", "seed")
+    stage = "build"
+
+    def __init__(self, *, ratings_path: Any, artifacts_dir: str, valid_fraction: Any = 0.1,
+                 seed: Any = 0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.ratings_path = ratings_path
+        self.artifacts_dir = artifacts_dir
+        self.valid_fraction = valid_fraction
+        self.seed = seed
+
+    def execute(self, context: "Context") -> dict[str, Any]:
+        from factorflow.matrix import build_matrices
+
+        out = run_dir(self.artifacts_dir, context) / "matrix"
+        return self._run(context, build_matrices, self.ratings_path, out,
+                         valid_fraction=float(self.valid_fraction), seed=int(self.seed))
+
+
+class TrainFactorsOperator(_StageOperator):
+    """Train a biased rank-k factor model with JAX autodiff.
+
+    Meant for a GPU worker: give it ``queue="gpu"`` (the DAG does). The same
+    code runs on CPU when JAX finds no accelerator.
+
+    Args:
+        matrix_dir: output of the build stage (templated).
+        artifacts_dir: root of the run-scoped artifact directories (templated).
+        train_config: TrainConfig fields, e.g. rank, epochs, learning_rate, reg,
+            seed; ``None`` values take the engine's defaults (templated).
+        top_n: length of each user's published recommendation list (templated).
+    """
+
+    template_fields: Sequence[str] = ("matrix_dir", "artifacts_dir", "train_config", "top_n")
+    stage = "train"
+
+    def __init__(self, *, matrix_dir: Any, artifacts_dir: str, train_config: dict[str, Any],
+                 top_n: Any = 10, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.matrix_dir = matrix_dir
+        self.artifacts_dir = artifacts_dir
+        self.train_config = train_config
+        self.top_n = top_n
+
+    def execute(self, context: "Context") -> dict[str, Any]:
+        from factorflow.training_run import train_factors
+
+        out = run_dir(self.artifacts_dir, context) / "model"
+        return self._run(context, train_factors, self.matrix_dir, out, top_n=int(self.top_n),
+                         log_fn=self.log.info, **self.train_config)
+
+
+class PublishFactorsOperator(_StageOperator):
+    """Write the model's tables to the warehouse in one transaction.
+
+    Args:
+        warehouse: DuckDB file to publish into (templated).
+        schema: target schema (templated).
+        model_dir: output of the train stage (templated).
+        matrix_dir: output of the build stage (templated).
+        source_table: recorded in ``model_runs`` (templated).
+        run_params: the run's parameters, recorded as JSON (templated).
+        timings: stage name -> seconds, recorded as JSON (templated).
+    """
+
+    template_fields: Sequence[str] = ("warehouse", "schema", "model_dir", "matrix_dir",
+                                      "source_table", "run_params", "timings")
+    stage = "publish"
+
+    def __init__(self, *, warehouse: str, schema: str, model_dir: Any, matrix_dir: Any,
+                 source_table: str, run_params: Any = None, timings: Any = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.warehouse = warehouse
+        self.schema = schema
+        self.model_dir = model_dir
+        self.matrix_dir = matrix_dir
+        self.source_table = source_table
+        self.run_params = run_params
+        self.timings = timings
+
+    def execute(self, context: "Context") -> dict[str, Any]:
+        from factorflow.warehouse import publish_model
+
+        info = {"dag_id": context["dag"].dag_id, "dag_run_id": context["run_id"],
+                "source_table": self.source_table, "params": dict(self.run_params or {}),
+                "timings": dict(self.timings or {})}
+        return self._run(context, publish_model, self.warehouse, model_id=model_id_for(context),
+                         model_dir=self.model_dir, matrix_dir=self.matrix_dir,
+                         schema=self.schema, run_info=info)

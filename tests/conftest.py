@@ -1,0 +1,58 @@
+"""Shared test set-up: the same environment `make test` exports, and small data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# The Makefile exports these; set them here too so a bare `pytest` behaves the same.
+for key, value in {
+    "AIRFLOW_HOME": str(ROOT / ".airflow"),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{ROOT / '.airflow' / 'airflow.db'}",
+    "JAX_PLATFORMS": "cpu",
+    "GX_ANALYTICS_ENABLED": "false",
+}.items():
+    os.environ.setdefault(key, value)
+
+#: A demo warehouse small enough for many tests, big enough to learn from.
+SMALL_DEMO = {"n_users": 400, "n_items": 300, "n_ratings": 24_000, "seed": 7}
+
+
+@pytest.fixture(scope="session")
+def small_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DuckDB file holding ``raw.ratings`` from the demo generator (do not modify)."""
+    from factorflow.demo import write_demo_warehouse
+
+    path = tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb"
+    write_demo_warehouse(path, **SMALL_DEMO)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_ratings_parquet(small_warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small demo table extracted to Parquet."""
+    from factorflow.ratings import extract_ratings
+
+    out = tmp_path_factory.mktemp("extract")
+    return Path(extract_ratings(small_warehouse, "raw.ratings", out)["path"])
+
+
+@pytest.fixture(scope="session")
+def small_model(small_ratings_parquet: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Build + train on the small demo table: ``{"matrix_dir", "model_dir", "summary"}``."""
+    from factorflow.matrix import build_matrices
+    from factorflow.training_run import train_factors
+
+    root = tmp_path_factory.mktemp("model")
+    matrix = build_matrices(small_ratings_parquet, root / "matrix", seed=0)
+    summary = train_factors(matrix["matrix_dir"], root / "model", top_n=5, rank=8, epochs=40)
+    return {"matrix_dir": Path(matrix["matrix_dir"]), "model_dir": Path(summary["model_dir"]),
+            "summary": summary, "matrix": matrix, "ratings_path": small_ratings_parquet}

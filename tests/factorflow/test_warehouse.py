@@ -150,3 +150,38 @@ def test_latest_result_shows_the_newest_model(warehouse, small_model):
     assert scores == sorted(scores, reverse=True)
     with pytest.raises(LookupError):
         latest_result(warehouse, schema="empty_schema")
+
+
+def test_string_ids_are_published_exactly_as_given(tmp_path, small_model):
+    """UUID-like ids survive extract -> build -> train -> publish unchanged."""
+    import uuid
+
+    import polars as pl
+
+    from factorflow.demo import generate_ratings
+    from factorflow.matrix import build_matrices
+    from factorflow.training_run import train_factors
+
+    d = generate_ratings(n_users=60, n_items=40, n_ratings=900, seed=5)
+    user_names = {u: str(uuid.UUID(int=int(u) * 7919)) for u in np.unique(d["user_id"])}
+    item_names = {i: f"sku-{i}-ü" for i in np.unique(d["item_id"])}
+    ratings = pl.DataFrame({"user_id": [user_names[u] for u in d["user_id"]],
+                            "item_id": [item_names[i] for i in d["item_id"]],
+                            "rating": d["rating"]})
+    ratings.write_parquet(tmp_path / "ratings.parquet")
+    matrix = build_matrices(tmp_path / "ratings.parquet", tmp_path / "matrix")
+    model = train_factors(matrix["matrix_dir"], tmp_path / "model", top_n=3, rank=4, epochs=5)
+    warehouse = tmp_path / "wh.duckdb"
+    publish_model(warehouse, model_id="s1", model_dir=model["model_dir"],
+                  matrix_dir=matrix["matrix_dir"])
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        users = {r[0] for r in con.execute("SELECT user_id FROM factorflow.user_factors").fetchall()}
+        items = {r[0] for r in con.execute("SELECT item_id FROM factorflow.item_factors").fetchall()}
+        recommended = con.execute("SELECT DISTINCT item_id FROM factorflow.predictions").fetchall()
+        (user_type,) = con.execute("SELECT data_type FROM information_schema.columns WHERE "
+                                   "table_name = 'predictions' AND column_name = 'user_id'").fetchone()
+    assert users == set(user_names.values()) and items == set(item_names.values())
+    assert {r[0] for r in recommended} <= items and user_type == "VARCHAR"
+    # publishing integer ids into these VARCHAR tables is refused, naming the column
+    with pytest.raises(ValueError, match="user_factors.user_id holds VARCHAR"):
+        _publish(warehouse, small_model, model_id="int-ids")

@@ -1,4 +1,4 @@
-"""Rating-prediction metrics and a bias-only baseline to beat.
+"""Rating-prediction and ranking metrics, and a bias-only baseline to beat.
 
 Plain NumPy: these run on results already pulled off the accelerator and are
 cheap next to training.
@@ -6,7 +6,7 @@ cheap next to training.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Collection, NamedTuple, Sequence
 
 import numpy as np
 
@@ -120,3 +120,119 @@ def predict_baseline(params: BaselineParams, users: np.ndarray, items: np.ndarra
     if users.shape != items.shape:
         raise ValueError(f"users {users.shape} and items {items.shape} differ in shape")
     return (params.mean + params.user_bias[users] + params.item_bias[items]).astype(np.float32)
+
+
+# --- Ranking metrics: how good are the top-k lists? ---------------------------
+#
+# ``recommended`` is ``[b, K]`` item ids, best first, one row per user (what
+# ``FactorModel.recommend`` returns; -1 marks an empty slot and never counts).
+# ``relevant`` is, per row, the collection of that user's relevant held-out
+# item ids. Each metric returns per-user values ``[b]`` (float64): the caller
+# chooses how to average; :func:`ranking_metrics` does the usual thing.
+
+
+def _hits(recommended: np.ndarray, relevant: Sequence[Collection[int]], k: int) -> np.ndarray:
+    """``[b, k]`` bool: is the j-th recommendation of row u relevant."""
+    rec = np.asarray(recommended)
+    if rec.ndim != 2:
+        raise ValueError(f"recommended must be [b, K], got shape {rec.shape}")
+    if len(relevant) != rec.shape[0]:
+        raise ValueError(
+            f"{rec.shape[0]} rows of recommendations but {len(relevant)} relevant sets")
+    if not 1 <= k <= rec.shape[1]:
+        raise ValueError(f"k must be in [1, {rec.shape[1]}] (the lists' length), got {k}")
+    top = rec[:, :k]
+    return np.array([[item >= 0 and item in rel for item in row] for row, rel in
+                     zip(top.tolist(), (set(r) for r in relevant))], bool).reshape(top.shape)
+
+
+def precision_at_k(
+    recommended: np.ndarray, relevant: Sequence[Collection[int]], *, k: int
+) -> np.ndarray:
+    """Per-user share of the top ``k`` that is relevant: ``hits / k``, ``[b]``."""
+    return _hits(recommended, relevant, k).sum(1) / k
+
+
+def recall_at_k(
+    recommended: np.ndarray, relevant: Sequence[Collection[int]], *, k: int
+) -> np.ndarray:
+    """Per-user share of the relevant items found in the top ``k``, ``[b]``.
+
+    ``hits / |relevant|``; nan for a user with no relevant items.
+    """
+    hits = _hits(recommended, relevant, k).sum(1)
+    sizes = np.array([len(set(r)) for r in relevant], np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sizes > 0, hits / sizes, np.nan)
+
+
+def ndcg_at_k(
+    recommended: np.ndarray, relevant: Sequence[Collection[int]], *, k: int
+) -> np.ndarray:
+    """Per-user normalized discounted cumulative gain with binary relevance, ``[b]``.
+
+    ``DCG = sum_j hit_j / log2(j + 2)`` over positions ``j = 0..k-1``, divided
+    by the DCG of an ideal list (all ``min(k, |relevant|)`` relevant items
+    first); nan for a user with no relevant items.
+    """
+    hits = _hits(recommended, relevant, k)
+    discounts = 1.0 / np.log2(np.arange(k) + 2.0)
+    dcg = hits @ discounts
+    ideal_counts = np.minimum([len(set(r)) for r in relevant], k)
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[ideal_counts]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ideal > 0, dcg / ideal, np.nan)
+
+
+def relevant_items(
+    heldout: Triplets, users: np.ndarray, *, threshold: float | None = None
+) -> list[set[int]]:
+    """Each of ``[b]`` users' held-out items rated ``>= threshold`` (all if None)."""
+    u = np.asarray(heldout.users)
+    i = np.asarray(heldout.items)
+    keep = np.ones(u.shape, bool) if threshold is None else np.asarray(heldout.ratings) >= threshold
+    by_user: dict[int, set[int]] = {}
+    for user, item in zip(u[keep].tolist(), i[keep].tolist()):
+        by_user.setdefault(user, set()).add(item)
+    return [by_user.get(int(user), set()) for user in np.asarray(users).tolist()]
+
+
+def ranking_metrics(
+    recommended: np.ndarray,
+    relevant: Triplets | Sequence[Collection[int]],
+    *,
+    k: int,
+    users: np.ndarray | None = None,
+    threshold: float | None = None,
+) -> dict:
+    """Mean precision@k, recall@k and NDCG@k over users with a relevant item.
+
+    Args:
+        recommended: ``[b, K]`` item ids, best first (-1 = empty slot), ``K >= k``.
+        relevant: per-row collections of relevant item ids, or held-out
+            ratings (:class:`Triplets`) from which they are taken with
+            :func:`relevant_items`.
+        k: list length to score.
+        users: ``[b]`` user index of each row; needed with ``Triplets``
+            (default ``arange(b)``).
+        threshold: with ``Triplets``, the lowest rating that counts as relevant
+            (None: every held-out item is relevant).
+
+    Returns:
+        ``{"precision_at_k", "recall_at_k", "ndcg_at_k": float, "k": int,
+        "n_users": int}``; ``n_users`` counts the rows with at least one
+        relevant item, the only ones averaged (metrics are nan if none).
+    """
+    rec = np.asarray(recommended)
+    if isinstance(relevant, Triplets):
+        rows = np.arange(rec.shape[0]) if users is None else np.asarray(users)
+        if rows.shape != (rec.shape[0],):
+            raise ValueError(f"users must be [{rec.shape[0]}], got shape {rows.shape}")
+        relevant = relevant_items(relevant, rows, threshold=threshold)
+    scored = np.array([len(r) > 0 for r in relevant], bool)
+    out = {"k": int(k), "n_users": int(scored.sum())}
+    for name, fn in (("precision_at_k", precision_at_k), ("recall_at_k", recall_at_k),
+                     ("ndcg_at_k", ndcg_at_k)):
+        values = fn(rec, relevant, k=k)
+        out[name] = float(values[scored].mean()) if scored.any() else float("nan")
+    return out

@@ -1,7 +1,14 @@
 """A trained factor model: predict, recommend, save and load.
 
 Parameters live as NumPy arrays (cheap to pickle-free save, inspect, ship);
-scoring runs through JAX on whatever device is default.
+scoring runs through JAX on whatever device is default. Scoring calls are
+padded to a few fixed shapes (powers of two), so repeated calls reuse the
+compiled programs instead of compiling one per request size.
+
+Whatever the model was trained with (biases off, non-negative factors, a
+custom loss) is already in the arrays: switched-off biases are zeros, so the
+one scoring formula ``mean + b_u + b_i + <p_u, q_i>`` serves every model. The
+training settings are kept only as provenance (``model.config``).
 """
 
 from __future__ import annotations
@@ -9,6 +16,8 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import json
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +29,15 @@ from factorflow.training import FactorParams, FitResult, TrainConfig
 
 FORMAT_VERSION = 1
 _FIELDS = FactorParams._fields
+
+
+_predict = jax.jit(training.predict)
+
+
+def _padded_size(n: int, cap: int | None = None) -> int:
+    """``n`` rounded up to a power of two (at most ``cap``): few distinct shapes."""
+    size = 1 << max(n - 1, 0).bit_length()
+    return size if cap is None else min(cap, size)
 
 
 @partial(jax.jit, static_argnames=("k",))
@@ -43,10 +61,18 @@ class FactorModel:
 
     Build one with :meth:`fit`, :meth:`load`, or from :class:`FactorParams`.
     After :meth:`fit` the training report is kept as ``model.fit_result``
-    (None for models built any other way), so ``fit`` returns just the model.
+    (None for models built any other way), so ``fit`` returns just the model;
+    ``model.config`` holds the training settings (a dict, None if unknown),
+    and survives :meth:`save` / :meth:`load`.
     """
 
-    def __init__(self, params: FactorParams, *, fit_result: FitResult | None = None) -> None:
+    def __init__(
+        self,
+        params: FactorParams,
+        *,
+        fit_result: FitResult | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
         arrays = FactorParams(*(np.asarray(p, np.float32) for p in params))
         if arrays.user_factors.ndim != 2 or arrays.item_factors.ndim != 2:
             raise ValueError(
@@ -60,6 +86,7 @@ class FactorModel:
                 raise ValueError(f"{name} has shape {got.shape}, expected {want}")
         self.params = arrays
         self.fit_result = fit_result
+        self.config = None if config is None else dict(config)
         self._device_params: FactorParams | None = None
 
     @property
@@ -97,7 +124,7 @@ class FactorModel:
             valid: optional validation ratings (early stopping, best epoch).
             config: training settings.
             **kwargs: passed on to :func:`factorflow.training.fit` (``loss``,
-                ``log``, ``patience``).
+                ``log``, ``patience``, ``key``, ``on_epoch``).
 
         Returns:
             The model; its :class:`FitResult` is ``model.fit_result``.
@@ -105,7 +132,7 @@ class FactorModel:
         result = training.fit(
             train, n_users=n_users, n_items=n_items, valid=valid, config=config, **kwargs
         )
-        return cls(result.params, fit_result=result)
+        return cls(result.params, fit_result=result, config=config._asdict())
 
     def _on_device(self) -> FactorParams:
         if self._device_params is None:
@@ -127,7 +154,11 @@ class FactorModel:
         # JAX clamps out-of-range gathers silently; a wrong id must fail loudly.
         self._check_ids(users, self.n_users, "users")
         self._check_ids(items, self.n_items, "items")
-        return np.asarray(training.predict(self._on_device(), users, items), np.float32)
+        n = users.shape[0]
+        size = _padded_size(n)
+        padded = [np.zeros(size, np.int32) for _ in range(2)]
+        padded[0][:n], padded[1][:n] = users, items
+        return np.asarray(_predict(self._on_device(), *padded), np.float32)[:n]
 
     def recommend(
         self,
@@ -173,7 +204,7 @@ class FactorModel:
             return ids, scores
         # Round small requests up to a power of two: a handful of shapes in all
         # instead of one compile per distinct request size.
-        rows = min(batch_size, 1 << (b - 1).bit_length())
+        rows = _padded_size(b, batch_size)
         k = min(N, self.n_items)
         seen_index = self._index_seen(seen) if (filter_already_liked and seen is not None) else None
         params = self._on_device()
@@ -214,11 +245,15 @@ class FactorModel:
         return rows, items[np.repeat(starts, counts) + offsets]
 
     def save(self, path: str | Path) -> None:
-        """Write the parameters and a format version to an ``.npz`` file."""
+        """Write the parameters, a format version and the training settings
+        (JSON text, when known) to an ``.npz`` file."""
+        extras = {} if self.config is None else {
+            "config_json": np.array(json.dumps(self.config, sort_keys=True, default=str))}
         np.savez(
             path,
             format_version=np.int32(FORMAT_VERSION),
             **{name: value for name, value in zip(_FIELDS, self.params)},
+            **extras,
         )
 
     @classmethod
@@ -233,4 +268,5 @@ class FactorModel:
             missing = [name for name in _FIELDS if name not in data]
             if missing:
                 raise ValueError(f"{path}: missing arrays {missing}")
-            return cls(FactorParams(*(data[name] for name in _FIELDS)))
+            config = json.loads(str(data["config_json"])) if "config_json" in data else None
+            return cls(FactorParams(*(data[name] for name in _FIELDS)), config=config)

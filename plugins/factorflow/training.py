@@ -1,9 +1,13 @@
-"""Full-batch training of a biased matrix-factorization model.
+"""Training a biased matrix-factorization model: settings and the fit loop.
 
-The model predicts ``r̂(u, i) = mean + b_u + b_i + <p_u, q_i>``. Training works
-on COO triplets (a gather per rating), so its cost grows with the number of
-ratings, not with ``n_users * n_items``. Gradients come from ``jax.grad`` of
-:func:`objective`; nothing here is differentiated by hand.
+The model predicts ``r̂(u, i) = mean + b_u + b_i + <p_u, q_i>``
+(:mod:`factorflow.factors`). The objective (:mod:`factorflow.representation`)
+is a per-element data loss (:mod:`factorflow.losses`, built in or
+user-defined) averaged over observed ratings plus a per-observation penalty,
+on COO triplets or a dense masked matrix; gradients come from ``jax.grad``,
+updates from optax (:mod:`factorflow.optimizers`), restarts from ``jax.vmap``
+(:mod:`factorflow.restarts`). One compiled call runs one epoch; this module
+only loops over epochs, logs, keeps the best parameters and stops early.
 """
 
 from __future__ import annotations
@@ -15,148 +19,77 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from factorflow.defaults import TRAIN_DEFAULTS
-from factorflow.losses import DataLoss, squared_error
+from factorflow.factors import FactorParams, init_params, predict  # noqa: F401 (API)
+from factorflow.losses import DataLoss, get_penalty, resolve_loss
 from factorflow.matrix import Triplets
+from factorflow.optimizers import (
+    MINIBATCH,
+    OPTIMIZERS,
+    Hyper,
+    UpdateSpec,
+    make_schedule,
+    updates_per_epoch,
+)
+from factorflow.registry import OPTIMIZER_NAMES
+from factorflow.representation import CHUNK, choose_representation, sparse_objective, to_device
+from factorflow.restarts import (
+    batched_epoch,
+    best_restart,
+    init_state,
+    restart_keys,
+    single_epoch,
+    take_restart,
+)
 
-OPTIMIZERS = ("adam", "gd", "normalized_gd")
+__all__ = ["FactorParams", "FitResult", "OPTIMIZERS", "TrainConfig", "TrainingDivergedError",
+           "fit", "init_params", "objective", "predict"]
+
+#: The COO objective, ``objective(params, users, items, ratings, *, reg, loss, ...)``.
+objective = sparse_objective
 
 
 class TrainingDivergedError(ValueError):
     """The training loss or the parameters stopped being finite."""
 
 
-class FactorParams(NamedTuple):
-    """Parameters of the biased factor model.
-
-    Attributes:
-        mean: ``[]`` global offset.
-        user_bias: ``[n_users]``.
-        item_bias: ``[n_items]``.
-        user_factors: ``[n_users, rank]``.
-        item_factors: ``[n_items, rank]``.
-    """
-
-    mean: jax.Array
-    user_bias: jax.Array
-    item_bias: jax.Array
-    user_factors: jax.Array
-    item_factors: jax.Array
-
-
-def init_params(
-    key: jax.Array,
-    *,
-    n_users: int,
-    n_items: int,
-    rank: int,
-    mean: float,
-    scale: float = 0.1,
-) -> FactorParams:
-    """Zero biases and small random factors.
-
-    Factors are ``normal * scale / sqrt(rank)`` so that the initial dot products
-    stay around ``scale**2`` whatever the rank: small enough not to swamp the
-    biases, non-zero so that the factors' gradients (each proportional to the
-    other side's factors) are not stuck at zero.
-
-    Args:
-        key: PRNG key.
-        n_users: number of users.
-        n_items: number of items.
-        rank: number of latent factors, >= 1.
-        mean: initial global offset, normally the training mean.
-        scale: size of the initial factors.
-
-    Returns:
-        float32 parameters.
-    """
-    if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
-    user_key, item_key = jax.random.split(key)
-    std = scale / math.sqrt(rank)
-    return FactorParams(
-        mean=jnp.asarray(mean, jnp.float32),
-        user_bias=jnp.zeros((n_users,), jnp.float32),
-        item_bias=jnp.zeros((n_items,), jnp.float32),
-        user_factors=std * jax.random.normal(user_key, (n_users, rank), jnp.float32),
-        item_factors=std * jax.random.normal(item_key, (n_items, rank), jnp.float32),
-    )
-
-
-def predict(params: FactorParams, users: jax.Array, items: jax.Array) -> jax.Array:
-    """Predicted ratings ``[n]`` for ``[n]`` user and item indices."""
-    if jnp.shape(users) != jnp.shape(items):
-        raise ValueError(f"users {jnp.shape(users)} and items {jnp.shape(items)} differ in shape")
-    interaction = jnp.sum(params.user_factors[users] * params.item_factors[items], axis=-1)
-    return params.mean + params.user_bias[users] + params.item_bias[items] + interaction
-
-
-def objective(
-    params: FactorParams,
-    users: jax.Array,
-    items: jax.Array,
-    ratings: jax.Array,
-    *,
-    reg: float,
-    loss: DataLoss = squared_error,
-) -> jax.Array:
-    """Mean data loss plus the per-observation L2 penalty, a scalar.
-
-    The penalty is ``reg * mean_over_ratings(|p_u|² + |q_i|² + b_u² + b_i²)``:
-    every rating charges its own user's and item's parameters. That is the
-    objective per-rating SGD actually minimizes, and it scales the shrinkage of
-    a row with its number of ratings, the same as the data term's pull on it;
-    a flat ``reg * |P|²`` would instead over-shrink heavy users relative to
-    light ones, and its best ``reg`` would change with the dataset size. The
-    global ``mean`` is not penalized: it is a location, not a preference.
-
-    Args:
-        params: model parameters.
-        users: ``[n]`` int32 user indices.
-        items: ``[n]`` int32 item indices.
-        ratings: ``[n]`` float32 observed ratings.
-        reg: L2 strength.
-        loss: per-element data loss ``(pred, target) -> [n]``.
-
-    Returns:
-        ``[]`` float32 objective.
-    """
-    if not (jnp.shape(users) == jnp.shape(items) == jnp.shape(ratings)):
-        raise ValueError(
-            f"users {jnp.shape(users)}, items {jnp.shape(items)} and ratings "
-            f"{jnp.shape(ratings)} must have one shape"
-        )
-    pu = params.user_factors[users]
-    qi = params.item_factors[items]
-    bu = params.user_bias[users]
-    bi = params.item_bias[items]
-    pred = params.mean + bu + bi + jnp.sum(pu * qi, axis=-1)
-    penalty = jnp.sum(pu * pu, -1) + jnp.sum(qi * qi, -1) + bu * bu + bi * bi
-    return jnp.mean(loss(pred, ratings)) + reg * jnp.mean(penalty)
-
-
 class TrainConfig(NamedTuple):
-    """Training settings.
+    """Training settings (all JSON-safe).
 
     Attributes:
         rank: number of latent factors.
-        epochs: maximum number of epochs; an epoch is ``steps_per_epoch``
-            full-batch steps.
-        learning_rate: step size. ``"gd"`` is badly conditioned here: the
-            global mean's gradient is O(1) while a factor row's shrinks with
-            its share of the ratings, so one rate cannot suit both (rates
-            above ~1 diverge, below it the factors barely move); it is kept as
-            a reference. Adam's per-coordinate scaling removes the mismatch.
-        reg: L2 strength, see :func:`objective`.
-        seed: seed of the initial factors.
-        optimizer: ``"adam"`` (optax), ``"gd"`` (plain gradient descent) or
-            ``"normalized_gd"`` (each parameter array moves by
-            ``-learning_rate * g / |g|``).
-        init_scale: ``scale`` of :func:`init_params`.
-        steps_per_epoch: full-batch steps per epoch (one compiled call).
+        epochs: maximum number of epochs.
+        learning_rate: step size (the schedule's starting value). Plain
+            ``"gd"`` is badly conditioned here (the mean's gradient is O(1), a
+            factor row's shrinks with its share of the ratings); Adam's
+            per-coordinate scaling removes the mismatch.
+        reg: penalty strength, see :func:`factorflow.representation.sparse_objective`.
+        seed: seed of the run's key (initial factors, sgd shuffles, restarts).
+        optimizer: one of ``registry.OPTIMIZER_NAMES``: ``"adam"``,
+            ``"adagrad"``, ``"gd"``, ``"normalized_gd"`` (each array moves by
+            ``lr * g / |g|``) or ``"sgd"`` (shuffled minibatches).
+        init_scale: ``scale`` of :func:`factorflow.factors.init_params`.
+        steps_per_epoch: full-batch steps per epoch (one compiled call); must
+            be 1 for ``"sgd"``, whose epoch is one pass over the ratings.
+        loss: data loss: a ``registry.LOSS_NAMES`` name (``"squared"``,
+            ``"huber"``, ``"absolute"``) or ``"package.module:function"``, see
+            :func:`factorflow.losses.resolve_loss`.
+        penalty: ``"l2"`` (ridge) or ``"l1"`` (sparse coding).
+        biases: learn the global mean and user/item biases; False predicts
+            ``<p_u, q_i>`` only and leaves them at 0.
+        nonneg: project both factor matrices onto ``>= 0`` after every update
+            (NMF-style factors).
+        representation: ``"auto"``, ``"sparse"`` (COO gathers) or ``"dense"``
+            (masked matrix), see :func:`factorflow.representation.choose_representation`.
+        batch_size: ratings per minibatch for ``"sgd"``.
+        schedule: ``"constant"``, ``"cosine"`` or ``"exponential"``; steps per update.
+        lr_decay: with a decaying schedule, the last update's rate as a
+            fraction of ``learning_rate``, in (0, 1].
+        restarts: random restarts trained side by side (vmapped); the one with
+            the best validation RMSE (else training loss) is kept.
+        patience: with a validation set, stop after this many epochs without a
+            new best validation RMSE; None trains all epochs.
     """
 
     rank: int = TRAIN_DEFAULTS["rank"]
@@ -164,22 +97,34 @@ class TrainConfig(NamedTuple):
     learning_rate: float = TRAIN_DEFAULTS["learning_rate"]
     reg: float = TRAIN_DEFAULTS["reg"]
     seed: int = 0
-    optimizer: str = "adam"
+    optimizer: str = TRAIN_DEFAULTS.get("optimizer", "adam")
     init_scale: float = 0.1
     steps_per_epoch: int = 1
+    loss: str = TRAIN_DEFAULTS.get("loss", "squared")
+    penalty: str = "l2"
+    biases: bool = True
+    nonneg: bool = False
+    representation: str = "auto"
+    batch_size: int = 1024
+    schedule: str = "constant"
+    lr_decay: float = 0.01
+    restarts: int = 1
+    patience: int | None = None
 
 
 class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
     Attributes:
-        params: the best epoch's parameters (lowest validation RMSE) when a
-            validation set was given, else the last epoch's.
+        params: the best parameters: the best epoch's (lowest validation RMSE)
+            with a validation set, else the last epoch's; with restarts, of the
+            best restart. No restart axis.
         history: one dict per epoch run: ``epoch`` (1-based), ``seconds``
             (since fit started), ``train_loss`` (objective at the start of the
-            epoch's last step), ``valid_rmse`` (None without a validation set)
-            and ``ratings_per_s`` (training throughput of that epoch; epoch 1's
-            includes compiling the step).
+            epoch's last step; sgd: mean over the epoch's minibatches),
+            ``valid_rmse`` (None without a validation set), ``ratings_per_s``
+            (epoch 1's includes compiling), ``restart`` (the epoch's best
+            restart, whose metrics these are) and ``restarts``.
         best_epoch: 1-based epoch whose parameters are in ``params``.
         seconds: total wall time of the fit.
     """
@@ -188,64 +133,6 @@ class FitResult(NamedTuple):
     history: list[dict]
     best_epoch: int
     seconds: float
-
-
-def make_optimizer(name: str, learning_rate: float | jax.Array) -> optax.GradientTransformation:
-    """The optax transformation for ``TrainConfig.optimizer`` ``name``.
-
-    ``learning_rate`` may be a traced scalar, so one compiled step serves any rate.
-    """
-    if name == "adam":
-        return optax.adam(learning_rate)
-    if name == "gd":
-        return optax.sgd(learning_rate)
-    if name == "normalized_gd":
-        # A unit-norm direction per array: the step size no longer depends on
-        # the gradient's magnitude, which otherwise explodes early under plain
-        # squared error. The epsilon keeps an all-zero gradient at zero.
-        def unit(updates, params=None):
-            del params
-            return jax.tree.map(lambda g: g / (jnp.linalg.norm(g) + 1e-12), updates)
-
-        return optax.chain(optax.stateless(unit), optax.scale(-learning_rate))
-    raise ValueError(f"unknown optimizer {name!r}; known: {list(OPTIMIZERS)}")
-
-
-def _train_epoch(
-    params: FactorParams,
-    opt_state: optax.OptState,
-    users: jax.Array,
-    items: jax.Array,
-    ratings: jax.Array,
-    learning_rate: jax.Array,
-    reg: jax.Array,
-    *,
-    optimizer: str,
-    steps: int,
-    loss: DataLoss,
-) -> tuple[FactorParams, optax.OptState, jax.Array, jax.Array]:
-    """``steps`` full-batch updates; returns the new state, the last step's
-    objective (before its update) and whether every parameter is still finite."""
-    tx = make_optimizer(optimizer, learning_rate)
-
-    def one_step(carry, _):
-        params, opt_state = carry
-        value, grads = jax.value_and_grad(objective)(
-            params, users, items, ratings, reg=reg, loss=loss
-        )
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), value
-
-    (params, opt_state), values = jax.lax.scan(one_step, (params, opt_state), None, length=steps)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-    return params, opt_state, values[-1], finite
-
-
-# Module level, so the compiled step is shared by every fit with the same
-# optimizer, loss and data shapes; rate and reg are traced, so sweeps over them
-# reuse it too. The data are arguments, not closed-over constants, so XLA does
-# not bake the training set into the program.
-_train_epoch_jit = jax.jit(_train_epoch, static_argnames=("optimizer", "steps", "loss"))
 
 
 def _check_inputs(triplets: Triplets, name: str, n_users: int, n_items: int) -> None:
@@ -271,14 +158,25 @@ def _check_inputs(triplets: Triplets, name: str, n_users: int, n_items: int) -> 
         raise ValueError(f"{name}: ratings contain nan or inf")
 
 
-def _device_triplets(t: Triplets) -> tuple[jax.Array, jax.Array, jax.Array]:
-    users, items = jnp.asarray(t.users, jnp.int32), jnp.asarray(t.items, jnp.int32)
-    return users, items, jnp.asarray(t.ratings, jnp.float32)
-
-
-@jax.jit
-def _rmse(params: FactorParams, users: jax.Array, items: jax.Array, ratings: jax.Array):
-    return jnp.sqrt(jnp.mean(jnp.square(predict(params, users, items) - ratings)))
+def _check_config(config: TrainConfig, patience: int | None) -> None:
+    for field in ("rank", "epochs", "steps_per_epoch", "batch_size", "restarts"):
+        if getattr(config, field) < 1:
+            raise ValueError(f"{field} must be >= 1, got {getattr(config, field)}")
+    if config.reg < 0:
+        raise ValueError(f"reg must be >= 0, got {config.reg}")
+    if not config.learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {config.learning_rate}")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be >= 1 or None, got {patience}")
+    if config.optimizer not in OPTIMIZER_NAMES:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; known: {list(OPTIMIZER_NAMES)}")
+    make_schedule(config.schedule, 1.0, total_steps=1, final_fraction=config.lr_decay)
+    if config.optimizer in MINIBATCH:
+        if config.steps_per_epoch != 1:
+            raise ValueError(
+                "steps_per_epoch must be 1 for sgd: its epoch is one pass over the ratings")
+        if config.representation == "dense":
+            raise ValueError("sgd needs the sparse representation, got representation='dense'")
 
 
 def fit(
@@ -288,9 +186,11 @@ def fit(
     n_items: int,
     valid: Triplets | None = None,
     config: TrainConfig = TrainConfig(),
-    loss: DataLoss = squared_error,
+    loss: str | DataLoss | None = None,
     log: Callable[[str], None] | None = None,
     patience: int | None = None,
+    key: jax.Array | None = None,
+    on_epoch: Callable[[int, FactorParams], None] | None = None,
 ) -> FitResult:
     """Train a biased factor model on COO ratings.
 
@@ -300,83 +200,98 @@ def fit(
         n_items: number of items; every item index must be below it.
         valid: optional held-out ratings, scored (RMSE) after every epoch.
         config: training settings.
-        loss: per-element data loss.
+        loss: overrides ``config.loss``: a name, import path or
+            ``fn(pred [n], target [n]) -> [n]``.
         log: called once per epoch with a human-readable progress line.
-        patience: with ``valid``, stop after this many epochs without a new
-            best validation RMSE. None trains all ``config.epochs``.
+        patience: overrides ``config.patience`` when not None.
+        key: the run's PRNG key; default ``jax.random.key(config.seed)``.
+            Restart ``r`` of ``R > 1`` uses ``jax.random.split(key, R)[r]``.
+        on_epoch: called after every epoch with the epoch (1-based) and that
+            epoch's parameters (of its best restart), e.g. to score a test set.
 
     Returns:
         A :class:`FitResult`.
 
     Raises:
-        ValueError: for empty or out-of-range inputs or bad settings.
+        ValueError: for empty or out-of-range inputs or bad settings
+            (:class:`factorflow.losses.InvalidLossError` for a bad loss).
         TrainingDivergedError: when the loss or the parameters become nan/inf.
     """
     if len(train) == 0:
         raise ValueError("train has no ratings")
     if n_users < 1 or n_items < 1:
         raise ValueError(f"n_users and n_items must be >= 1, got {n_users}, {n_items}")
-    for field in ("rank", "epochs", "steps_per_epoch"):
-        if getattr(config, field) < 1:
-            raise ValueError(f"{field} must be >= 1, got {getattr(config, field)}")
-    if config.reg < 0:
-        raise ValueError(f"reg must be >= 0, got {config.reg}")
-    if patience is not None and patience < 1:
-        raise ValueError(f"patience must be >= 1 or None, got {patience}")
+    patience = config.patience if patience is None else patience
+    _check_config(config, patience)
+    loss_fn = resolve_loss(config.loss if loss is None else loss)
+    penalty_fn = get_penalty(config.penalty)
     _check_inputs(train, "train", n_users, n_items)
     if valid is not None:
         _check_inputs(valid, "valid", n_users, n_items)
         if len(valid) == 0:
             valid = None
-    optimizer = make_optimizer(config.optimizer, config.learning_rate)
+    minibatch = config.optimizer in MINIBATCH
+    layout = "sparse" if minibatch else choose_representation(
+        config.representation, n_ratings=len(train), n_users=n_users, n_items=n_items)
+    spec = UpdateSpec(config.optimizer, config.schedule, float(config.lr_decay),
+                      config.steps_per_epoch, config.batch_size, loss_fn, penalty_fn,
+                      bool(config.biases), bool(config.nonneg))
 
     start = time.perf_counter()
-    data = _device_triplets(train)
-    valid_data = None if valid is None else _device_triplets(valid)
-    params = init_params(
-        jax.random.key(config.seed),
-        n_users=n_users,
-        n_items=n_items,
-        rank=config.rank,
-        mean=float(np.mean(train.ratings, dtype=np.float64)),
-        scale=config.init_scale,
-    )
-    opt_state = optimizer.init(params)
-    hyper = (jnp.float32(config.learning_rate), jnp.float32(config.reg))
-    static = dict(optimizer=config.optimizer, steps=config.steps_per_epoch, loss=loss)
+    data = to_device(train, n_users=n_users, n_items=n_items, representation=layout,
+                     chunk=None if minibatch or len(train) <= 2 * CHUNK else CHUNK)
+    valid_data = None if valid is None else to_device(
+        valid, n_users=n_users, n_items=n_items, representation="sparse")
+    n_updates = updates_per_epoch(spec, len(train))
+    hyper = Hyper(jnp.float32(config.learning_rate), jnp.float32(config.reg),
+                  jnp.float32(config.epochs * n_updates))
+    mean = float(np.mean(train.ratings, dtype=np.float64)) if config.biases else 0.0
+    R = config.restarts
+    key = jax.random.key(config.seed) if key is None else key
+    keys, run = (key, single_epoch) if R == 1 else (restart_keys(key, R), batched_epoch)
+    params, opt_state = init_state(keys, np.float32(mean), hyper, spec=spec, n_users=n_users,
+                                   n_items=n_items, rank=config.rank,
+                                   scale=float(config.init_scale), batched=R > 1)
+    ratings_per_epoch = len(train) * (1 if minibatch else config.steps_per_epoch) * R
 
     history: list[dict] = []
-    best_params, best_epoch, best_rmse = params, 0, math.inf
+    best_params, best_restart_, best_epoch, best_rmse = params, 0, 0, math.inf
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        params, opt_state, value, finite = _train_epoch_jit(
-            params, opt_state, *data, *hyper, **static
-        )
-        train_loss = float(value)  # blocks until the step is done
+        params, opt_state, stats = run(params, opt_state, keys, np.int32(epoch), data,
+                                       valid_data, hyper, spec=spec)
+        losses, finite, rmses = (np.atleast_1d(s) for s in jax.device_get(stats))  # blocks
         step_seconds = time.perf_counter() - t0
-        if not (math.isfinite(train_loss) and bool(finite)):
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            which = "" if R == 1 else f" (restart(s) {bad.tolist()} of {R})"
             raise TrainingDivergedError(
-                f"training diverged at epoch {epoch}/{config.epochs}: train loss "
-                f"{train_loss}; the learning rate ({config.learning_rate}, "
-                f"{config.optimizer}) is likely too high or reg ({config.reg}) too low"
+                f"training diverged at epoch {epoch}/{config.epochs}{which}: train loss "
+                f"{float(losses[bad[0]])}; the learning rate ({config.learning_rate}, "
+                f"{config.optimizer}, schedule {config.schedule}) is likely too high or reg "
+                f"({config.reg}) too low"
             )
-        valid_rmse = None if valid_data is None else float(_rmse(params, *valid_data))
-        rate = len(train) * config.steps_per_epoch / max(step_seconds, 1e-9)
-        seconds = time.perf_counter() - start
-        history.append(dict(epoch=epoch, seconds=seconds, train_loss=train_loss,
-                            valid_rmse=valid_rmse, ratings_per_s=rate))
+        r = best_restart(losses if valid_data is None else rmses)
+        valid_rmse = None if valid_data is None else float(rmses[r])
+        rate = ratings_per_epoch / max(step_seconds, 1e-9)
+        history.append(dict(epoch=epoch, seconds=time.perf_counter() - start,
+                            train_loss=float(losses[r]), valid_rmse=valid_rmse,
+                            ratings_per_s=rate, restart=r, restarts=R))
+        if on_epoch is not None:
+            on_epoch(epoch, params if R == 1 else take_restart(params, r))
         if log is not None:
             shown = "n/a" if valid_rmse is None else f"{valid_rmse:.4f}"
-            log(
-                f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, "
-                f"valid RMSE {shown}, {rate:,.0f} ratings/s"
-            )
+            best = "" if R == 1 else f", best of {R} restarts: {r}"
+            log(f"epoch {epoch}/{config.epochs}: train loss {float(losses[r]):.4f}, "
+                f"valid RMSE {shown}, {rate:,.0f} ratings/s{best}")
         if valid_rmse is None or valid_rmse < best_rmse:
-            best_params, best_epoch = params, epoch
+            best_params, best_restart_, best_epoch = params, r, epoch
             best_rmse = best_rmse if valid_rmse is None else valid_rmse
         elif patience is not None and epoch - best_epoch >= patience:
             if log is not None:
                 log(f"early stop after {patience} epochs without a better valid RMSE; "
                     f"best epoch {best_epoch}")
             break
+    if R > 1:
+        best_params = take_restart(best_params, best_restart_)
     return FitResult(best_params, history, best_epoch, time.perf_counter() - start)

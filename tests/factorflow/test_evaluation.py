@@ -7,8 +7,13 @@ from factorflow.evaluation import (
     BaselineParams,
     fit_baseline,
     mae,
+    ndcg_at_k,
+    precision_at_k,
     predict_baseline,
+    ranking_metrics,
+    recall_at_k,
     regression_metrics,
+    relevant_items,
     rmse,
 )
 from factorflow.matrix import Triplets
@@ -78,3 +83,78 @@ def test_baseline_input_checks():
         fit_baseline(train, n_users=2, n_items=40)
     with pytest.raises(ValueError, match="no ratings"):
         fit_baseline(Triplets(*(a[:0] for a in train)), n_users=50, n_items=40)
+
+
+# Three users' top-4 lists (-1 = empty slot) and their relevant held-out items.
+RECOMMENDED = np.array([[10, 11, 12, 13], [20, 21, -1, -1], [30, 31, 32, 33]], np.int32)
+RELEVANT = [{11, 13, 99}, {20}, set()]
+D1, D3 = 1 / np.log2(3), 1 / np.log2(5)  # discounts of positions 2 and 4 (1-based)
+
+
+class TestPrecisionAtK:
+    def test_by_hand(self):
+        # k=3: one hit in each of the first two lists; the empty slot never counts.
+        np.testing.assert_allclose(precision_at_k(RECOMMENDED, RELEVANT, k=3), [1 / 3, 1 / 3, 0])
+        np.testing.assert_allclose(precision_at_k(RECOMMENDED, RELEVANT, k=4), [2 / 4, 1 / 4, 0])
+
+    def test_checks(self):
+        with pytest.raises(ValueError, match=r"k must be in \[1, 4\]"):
+            precision_at_k(RECOMMENDED, RELEVANT, k=5)
+        with pytest.raises(ValueError, match="3 rows of recommendations but 2 relevant sets"):
+            precision_at_k(RECOMMENDED, RELEVANT[:2], k=2)
+        with pytest.raises(ValueError, match=r"\[b, K\]"):
+            precision_at_k(RECOMMENDED[0], RELEVANT, k=2)
+
+
+class TestRecallAtK:
+    def test_by_hand(self):
+        got = recall_at_k(RECOMMENDED, RELEVANT, k=3)
+        np.testing.assert_allclose(got[:2], [1 / 3, 1.0])
+        assert np.isnan(got[2])  # no relevant items: undefined, not 0
+        np.testing.assert_allclose(recall_at_k(RECOMMENDED, RELEVANT, k=4)[:2], [2 / 3, 1.0])
+
+
+class TestNdcgAtK:
+    def test_by_hand(self):
+        # User 0, k=4: hits at positions 2 and 4 -> DCG = 1/log2(3) + 1/log2(5) = 1.0616.
+        # Ideal: its 3 relevant items first -> 1 + 1/log2(3) + 1/log2(4) = 2.1309.
+        # NDCG = 1.0616 / 2.1309 = 0.4982. User 1: its only item first -> 1.
+        got = ndcg_at_k(RECOMMENDED, RELEVANT, k=4)
+        np.testing.assert_allclose(got[:2], [(D1 + D3) / (1 + D1 + 0.5), 1.0])
+        assert got[0] == pytest.approx(0.4982, abs=1e-4)
+        assert np.isnan(got[2])
+        # k=2: user 0's ideal list holds only min(2, 3) = 2 items.
+        np.testing.assert_allclose(ndcg_at_k(RECOMMENDED, RELEVANT, k=2)[0], D1 / (1 + D1))
+
+
+class TestRelevantItems:
+    def test_threshold_and_users_without_ratings(self):
+        heldout = Triplets(np.array([0, 0, 1, 2], np.int32), np.array([5, 6, 7, 8], np.int32),
+                           np.array([4.5, 2.0, 4.0, 3.9], np.float32))
+        assert relevant_items(heldout, np.array([0, 1, 2, 3])) == [{5, 6}, {7}, {8}, set()]
+        assert relevant_items(heldout, np.array([2, 0]), threshold=4.0) == [set(), {5}]
+
+
+class TestRankingMetrics:
+    def test_means_over_users_with_relevant_items(self):
+        got = ranking_metrics(RECOMMENDED, RELEVANT, k=4)
+        assert got == {
+            "precision_at_k": pytest.approx((2 / 4 + 1 / 4) / 2),
+            "recall_at_k": pytest.approx((2 / 3 + 1) / 2),
+            "ndcg_at_k": pytest.approx(((D1 + D3) / (1 + D1 + 0.5) + 1) / 2),
+            "k": 4,
+            "n_users": 2,
+        }
+
+    def test_from_heldout_ratings_with_threshold(self):
+        # Rows are users 7, 3, 5; relevant = rated >= 4: user 7 -> {11, 13}, user 3 -> {20}.
+        heldout = Triplets(np.array([7, 7, 7, 3, 3], np.int32),
+                           np.array([11, 13, 12, 20, 21], np.int32),
+                           np.array([5.0, 4.0, 2.0, 4.5, 1.0], np.float32))
+        got = ranking_metrics(RECOMMENDED, heldout, k=2, users=np.array([7, 3, 5]), threshold=4)
+        assert got["n_users"] == 2
+        assert got["precision_at_k"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+        assert got["recall_at_k"] == pytest.approx((1 / 2 + 1) / 2)
+        assert got["ndcg_at_k"] == pytest.approx((D1 / (1 + D1) + 1) / 2)
+        with pytest.raises(ValueError, match=r"users must be \[3\]"):
+            ranking_metrics(RECOMMENDED, heldout, k=2, users=np.array([7]))

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from factorflow import model as model_module
 from factorflow import training
 from factorflow.matrix import Triplets
 from factorflow.model import FORMAT_VERSION, FactorModel
@@ -131,3 +132,45 @@ def test_fit_keeps_result_and_checks_shapes():
         model.recommend(np.array([0]), N=0)
     with pytest.raises(ValueError, match="userids range"):
         model.recommend(np.array([20]))
+
+
+class TestRepeatedCallsDoNotRecompile:
+    def test_recommend_same_batch_size(self):
+        model = diagonal_model(6)
+        model.recommend(np.array([0, 1, 2]), N=2)
+        size = model_module._top_k._cache_size()
+        ids, _ = model.recommend(np.array([3, 4, 5]), N=2)
+        model.recommend(np.array([5, 0, 1, 2]), N=2)  # 4 rows: the same padded shape
+        assert model_module._top_k._cache_size() == size
+        np.testing.assert_array_equal(ids[:, 0], [3, 4, 5])
+
+    def test_predict_pads_to_a_power_of_two(self):
+        model = diagonal_model(6)
+        model.predict(np.array([0, 1, 2], np.int32), np.array([0, 1, 2], np.int32))
+        size = model_module._predict._cache_size()
+        got = model.predict(np.array([5, 4, 3, 2], np.int32), np.array([5, 0, 3, 1], np.int32))
+        assert model_module._predict._cache_size() == size
+        np.testing.assert_allclose(got[[0, 2]], 4.0, rtol=1e-6)  # own item: 3 + |p|^2
+        assert model.predict(np.zeros(0, np.int32), np.zeros(0, np.int32)).shape == (0,)
+
+
+class TestSaveLoadExtras:
+    def test_config_travels_and_biases_off_stays_off(self, tmp_path):
+        rng = np.random.default_rng(1)
+        train = Triplets(rng.integers(0, 20, 300).astype(np.int32),
+                         rng.integers(0, 15, 300).astype(np.int32),
+                         rng.uniform(1, 5, 300).astype(np.float32))
+        config = TrainConfig(rank=3, epochs=3, biases=False, nonneg=True)
+        model = FactorModel.fit(train, n_users=20, n_items=15, config=config)
+        assert model.config == config._asdict()
+        model.save(tmp_path / "m.npz")
+        loaded = FactorModel.load(tmp_path / "m.npz")
+        assert loaded.config == config._asdict() and TrainConfig(**loaded.config) == config
+        p = loaded.params
+        assert p.mean == 0 and not p.user_bias.any() and not p.item_bias.any()
+        assert p.user_factors.min() >= 0 and p.item_factors.min() >= 0
+        users, items = train.users[:5], train.items[:5]
+        np.testing.assert_allclose(loaded.predict(users, items),
+                                   np.sum(p.user_factors[users] * p.item_factors[items], 1),
+                                   rtol=1e-6)
+        assert diagonal_model(3).config is None

@@ -22,7 +22,7 @@ export JAX_PLATFORMS ?= cpu
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help demo test install airflow-db clean
+.PHONY: help demo test install airflow-db clean bench
 
 help:
 	@echo "make demo   build the demo warehouse, run the DAG through Airflow, show the result"
@@ -55,3 +55,19 @@ test: $(STAMP) airflow-db
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_HOME) data
+
+# Benchmark (tests/bench/README.md): peers (Surprise, PySpark) live in their own venv.
+BENCH_VENV := $(CURDIR)/.bench/venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): tests/bench/requirements.txt tests/bench/build-constraints.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	@echo "installing the bench's peers into .bench/venv (first run compiles scikit-surprise: a few minutes)"
+	@$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v 'is ignored' || true; }
+	@$(BENCH_VENV)/bin/python -m pip install --quiet --build-constraint tests/bench/build-constraints.txt -r tests/bench/requirements.txt 2>&1 | { grep -v 'is ignored' || true; }
+	@$(BENCH_VENV)/bin/python -c 'import surprise, pyspark'
+	@touch $@
+
+bench: $(STAMP) $(BENCH_STAMP)
+	@$(BIN)/python -m tests.bench.run $(BENCH_ARGS)

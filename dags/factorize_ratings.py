@@ -20,6 +20,7 @@ from factorflow.airflow.operators import (
     ValidateRatingsOperator,
 )
 from factorflow.defaults import TRAIN_DEFAULTS
+from factorflow.registry import LOSS_NAMES, OPTIMIZER_NAMES
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 WAREHOUSE = os.environ.get("FACTORFLOW_WAREHOUSE", str(PROJECT_DIR / "data" / "warehouse.duckdb"))
@@ -27,6 +28,10 @@ ARTIFACTS = os.environ.get("FACTORFLOW_ARTIFACTS_DIR", str(PROJECT_DIR / "data" 
 GPU_QUEUE = os.environ.get("FACTORFLOW_GPU_QUEUE", "gpu")
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 TABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
+# A built-in loss name, or a user-defined one as ``package.module:function``.
+LOSS = r"^(%s|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)$" % "|".join(LOSS_NAMES)
+TRAIN_PARAMS = ("rank", "epochs", "learning_rate", "reg", "seed", "loss", "optimizer",
+                "restarts", "patience")
 
 with DAG(
     dag_id="factorize_ratings",
@@ -59,7 +64,19 @@ with DAG(
         "learning_rate": Param(TRAIN_DEFAULTS["learning_rate"], type="number",
                                exclusiveMinimum=0, maximum=10, description="Optimizer step size."),
         "reg": Param(TRAIN_DEFAULTS["reg"], type="number", minimum=0, maximum=100,
-                     description="L2 regularization strength."),
+                     description="Regularization strength (gradient optimizers)."),
+        "loss": Param(TRAIN_DEFAULTS["loss"], type="string", pattern=LOSS,
+                      examples=list(LOSS_NAMES),
+                      description="Data loss: a built-in name, or package.module:function "
+                                  "for your own (JAX derives its gradient)."),
+        "optimizer": Param(TRAIN_DEFAULTS["optimizer"], type="string",
+                           enum=list(OPTIMIZER_NAMES), description="How the loss is minimized."),
+        "restarts": Param(1, type="integer", minimum=1, maximum=64,
+                          description="Random restarts trained together; the best by "
+                                      "validation loss is kept."),
+        "patience": Param(None, type=["null", "integer"], minimum=1, maximum=10_000,
+                          description="Stop after this many epochs without a better "
+                                      "validation RMSE (empty: never stop early)."),
         "seed": Param(0, type="integer", minimum=0, description="Seed of the split and the initialization."),
         "top_n": Param(10, type="integer", minimum=1, maximum=1000,
                        description="Recommendations published per user."),
@@ -91,8 +108,7 @@ with DAG(
         queue=GPU_QUEUE,
         matrix_dir=build.output["matrix_dir"],
         artifacts_dir=ARTIFACTS,
-        train_config={name: "{{ params.%s }}" % name
-                      for name in ("rank", "epochs", "learning_rate", "reg", "seed")},
+        train_config={name: "{{ params.%s }}" % name for name in TRAIN_PARAMS},
         top_n="{{ params.top_n }}",
     )
     publish = PublishFactorsOperator(

@@ -19,6 +19,8 @@ CREATE TABLE IF NOT EXISTS {schema}.model_runs (
     n_train             BIGINT,
     n_valid             BIGINT,
     rank                INTEGER,
+    loss                VARCHAR,
+    optimizer           VARCHAR,
     epochs_run          INTEGER,
     best_epoch          INTEGER,
     train_rmse          DOUBLE,
@@ -33,6 +35,11 @@ CREATE TABLE IF NOT EXISTS {schema}.model_runs (
     history             JSON,
     created_at          TIMESTAMP
 )
+
+-- name: migrate_model_runs
+-- Warehouses published to by an earlier factorflow lack these columns.
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS loss VARCHAR;
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS optimizer VARCHAR;
 
 -- name: create_user_factors
 CREATE TABLE IF NOT EXISTS {schema}.user_factors (
@@ -83,10 +90,10 @@ SELECT $model_id, user_id, item_id, score, rank FROM staged_predictions
 INSERT INTO {schema}.model_runs BY NAME
 SELECT * FROM (VALUES (
     $model_id, $dag_id, $dag_run_id, $source_table, $params::JSON, $n_users, $n_items,
-    $n_ratings, $n_train, $n_valid, $rank, $epochs_run, $best_epoch, $train_rmse,
+    $n_ratings, $n_train, $n_valid, $rank, $loss, $optimizer, $epochs_run, $best_epoch, $train_rmse,
     $train_mae, $valid_rmse, $valid_mae, $baseline_valid_rmse, $baseline_valid_mae,
     $fit_seconds, $ratings_per_second, $timings::JSON, $history::JSON, now()::TIMESTAMP
 )) AS run(model_id, dag_id, dag_run_id, source_table, params, n_users, n_items,
-          n_ratings, n_train, n_valid, rank, epochs_run, best_epoch, train_rmse,
+          n_ratings, n_train, n_valid, rank, loss, optimizer, epochs_run, best_epoch, train_rmse,
           train_mae, valid_rmse, valid_mae, baseline_valid_rmse, baseline_valid_mae,
           fit_seconds, ratings_per_second, timings, history, created_at)

@@ -131,6 +131,8 @@ def publish_model(
         "n_train": counts["n_train"],
         "n_valid": counts["n_valid"],
         **{c: metrics.get(c) for c in METRIC_COLUMNS},
+        "loss": str(metrics.get("config", {}).get("loss", "squared")),
+        "optimizer": metrics.get("config", {}).get("optimizer"),
         "timings": json.dumps(info.get("timings", {}), sort_keys=True),
         "history": json.dumps(metrics.get("history", [])),
     }
@@ -142,11 +144,12 @@ def publish_model(
         con.register("staged_predictions", predictions)
         con.execute("BEGIN TRANSACTION")
         try:
-            for name in ("create_schema", "create_model_runs", "create_user_factors",
-                         "create_item_factors", "create_predictions"):
-                con.execute(q[name])
+            for name in ("create_schema", "create_model_runs", "migrate_model_runs",
+                         "create_user_factors", "create_item_factors", "create_predictions"):
+                for statement in _statements(q[name]):
+                    con.execute(statement)
             _check_id_types(con, q["column_type"], schema, user_ids.type, item_ids.type)
-            for statement in filter(None, (s.strip() for s in q["delete_model"].split(";"))):
+            for statement in _statements(q["delete_model"]):
                 con.execute(statement, {"model_id": model_id})
             for name in ("insert_user_factors", "insert_item_factors", "insert_predictions"):
                 con.execute(q[name], {"model_id": model_id})
@@ -167,6 +170,12 @@ def publish_model(
     }
     log.info("published model %s to %s.%s: %s", model_id, warehouse, schema, summary)
     return summary
+
+
+def _statements(sql: str) -> list[str]:
+    """The ``;``-separated statements of one named query, comments dropped."""
+    lines = (line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
 def _check_id_types(con: Any, query: str, schema: str, user_type: Any, item_type: Any) -> None:

@@ -185,3 +185,17 @@ def test_string_ids_are_published_exactly_as_given(tmp_path, small_model):
     # publishing integer ids into these VARCHAR tables is refused, naming the column
     with pytest.raises(ValueError, match="user_factors.user_id holds VARCHAR"):
         _publish(warehouse, small_model, model_id="int-ids")
+
+
+def test_records_loss_and_optimizer_and_migrates_older_tables(warehouse, small_model):
+    _publish(warehouse, small_model, model_id="old")
+    with duckdb.connect(str(warehouse)) as con:  # as published before those columns existed
+        con.execute("ALTER TABLE factorflow.model_runs DROP COLUMN loss")
+        con.execute("ALTER TABLE factorflow.model_runs DROP COLUMN optimizer")
+        con.execute("UPDATE factorflow.model_runs SET model_id = 'old'")
+    _publish(warehouse, small_model, model_id="m1")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute("SELECT model_id, loss, optimizer FROM factorflow.model_runs "
+                           "ORDER BY model_id").fetchall()
+    config = json.loads((small_model["model_dir"] / METRICS_FILE).read_text())["config"]
+    assert rows == [("m1", str(config["loss"]), config["optimizer"]), ("old", None, None)]

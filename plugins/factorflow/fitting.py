@@ -186,10 +186,12 @@ def fit_files(
         ValueError: malformed file, bad or unknown settings, diverged training.
     """
     from factorflow import training
+    from factorflow.compilation import enable_compilation_cache
     from factorflow.evaluation import fit_baseline, mae, rmse
     from factorflow.matrix import Triplets, _split_mask
     from factorflow.model import FactorModel
 
+    enable_compilation_cache()
     started = time.perf_counter()
     log = log or (lambda line: None)
     if not 0.0 <= valid_fraction < 1.0:

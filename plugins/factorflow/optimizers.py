@@ -23,7 +23,7 @@ import optax
 
 from factorflow.factors import FactorParams, predict, project_nonneg
 from factorflow.losses import DataLoss, Penalty
-from factorflow.registry import OPTIMIZER_NAMES, SCHEDULE_NAMES
+from factorflow.registry import GRADIENT_OPTIMIZER_NAMES, SCHEDULE_NAMES
 from factorflow.representation import (
     DenseRatings,
     SparseRatings,
@@ -60,7 +60,7 @@ OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransform
 #: Optimizers that step on shuffled minibatches instead of the full objective.
 MINIBATCH = frozenset({"sgd"})
 
-assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES, "OPTIMIZERS and registry.OPTIMIZER_NAMES disagree"
+assert tuple(OPTIMIZERS) == GRADIENT_OPTIMIZER_NAMES, "OPTIMIZERS and the registry disagree"
 
 
 def make_schedule(

@@ -12,8 +12,16 @@ LOSS_NAMES = ("squared", "huber", "absolute")
 #: Penalties of :data:`factorflow.losses.REGULARIZERS` (``TrainConfig.penalty``).
 PENALTY_NAMES = ("l2", "l1")
 
-#: Optimizers of :data:`factorflow.optimizers.OPTIMIZERS` (``TrainConfig.optimizer``).
-OPTIMIZER_NAMES = ("adam", "adagrad", "gd", "normalized_gd", "sgd")
+#: Gradient optimizers of :data:`factorflow.optimizers.OPTIMIZERS`.
+GRADIENT_OPTIMIZER_NAMES = ("adam", "adagrad", "gd", "normalized_gd", "sgd")
+
+#: Samplers: ``"gibbs"`` is Bayesian factorization by Gibbs sampling
+#: (:mod:`factorflow.bayes`), the per-row conditionals built from the loss's
+#: autodiff derivatives; the model averages the kept samples.
+SAMPLER_NAMES = ("gibbs",)
+
+#: Every ``TrainConfig.optimizer`` (the trigger form's choices).
+OPTIMIZER_NAMES = SAMPLER_NAMES + GRADIENT_OPTIMIZER_NAMES
 
 #: Learning-rate schedules (``TrainConfig.schedule``).
 SCHEDULE_NAMES = ("constant", "cosine", "exponential")

@@ -32,7 +32,7 @@ from factorflow.optimizers import (
     make_schedule,
     updates_per_epoch,
 )
-from factorflow.registry import OPTIMIZER_NAMES
+from factorflow.registry import OPTIMIZER_NAMES, SAMPLER_NAMES
 from factorflow.representation import CHUNK, choose_representation, sparse_objective, to_device
 from factorflow.restarts import (
     batched_epoch,
@@ -223,6 +223,9 @@ def fit(
         raise ValueError(f"n_users and n_items must be >= 1, got {n_users}, {n_items}")
     patience = config.patience if patience is None else patience
     _check_config(config, patience)
+    if config.optimizer in SAMPLER_NAMES:
+        return _fit_sampler(train, n_users=n_users, n_items=n_items, valid=valid, config=config,
+                            loss=loss, log=log, patience=patience, on_epoch=on_epoch)
     loss_fn = resolve_loss(config.loss if loss is None else loss)
     penalty_fn = get_penalty(config.penalty)
     _check_inputs(train, "train", n_users, n_items)
@@ -295,3 +298,30 @@ def fit(
     if R > 1:
         best_params = take_restart(best_params, best_restart_)
     return FitResult(best_params, history, best_epoch, time.perf_counter() - start)
+
+
+def _fit_sampler(train: Triplets, *, n_users: int, n_items: int, valid: Triplets | None,
+                 config: TrainConfig, loss: str | DataLoss | None,
+                 log: Callable[[str], None] | None, patience: int | None,
+                 on_epoch: Callable[[int, FactorParams], None] | None) -> FitResult:
+    """``optimizer="gibbs"``: Bayesian factorization, one epoch = one Gibbs sweep.
+
+    Rank, epochs (sweeps), seed and loss carry over; the priors replace
+    ``learning_rate`` and ``reg``, and averaging replaces early stopping.
+    """
+    from factorflow.bayes import GibbsConfig, fit_gibbs
+
+    unsupported = {"restarts": config.restarts != 1, "patience": patience is not None,
+                   "nonneg": config.nonneg, "biases=False": not config.biases,
+                   "penalty": config.penalty != "l2"}
+    named = [name for name, used in unsupported.items() if used]
+    if named:
+        raise ValueError(f"optimizer 'gibbs' does not take {', '.join(named)}: "
+                         "use a gradient optimizer (e.g. 'adam') for those")
+    # clip=False: the history then scores exactly the model that is returned
+    # (published factors cannot clip a dot product).
+    gibbs = GibbsConfig(rank=config.rank, sweeps=config.epochs, seed=config.seed, clip=False,
+                        burn_in=min(GibbsConfig().burn_in, config.epochs - 1))
+    return fit_gibbs(train, n_users=n_users, n_items=n_items, valid=valid, config=gibbs,
+                     loss=resolve_loss(config.loss if loss is None else loss), log=log,
+                     on_epoch=on_epoch)

@@ -43,13 +43,17 @@ def train_factors(
     Returns:
         JSON-safe summary: artifact paths and the headline metrics.
     """
+    from factorflow.compilation import enable_compilation_cache
     from factorflow.evaluation import fit_baseline, predict_baseline, regression_metrics
     from factorflow.matrix import Triplets, load_matrices
     from factorflow.model import FactorModel
     from factorflow.training import TrainConfig
 
+    import jax
+
     if top_n < 1:
         raise ValueError(f"top_n must be >= 1, got {top_n}")
+    cache = enable_compilation_cache()
     started = time.perf_counter()
     data = load_matrices(matrix_dir)
     n_users, n_items = data.summary["n_users"], data.summary["n_items"]
@@ -57,7 +61,8 @@ def train_factors(
     valid = data.valid if len(data.valid) else None
     log_fn = log_fn or log.info
     log_fn(f"training on {len(data.train)} ratings ({n_users} users x {n_items} items), "
-           f"validating on {len(data.valid)}; config {train_config._asdict()}")
+           f"validating on {len(data.valid)}; config {train_config._asdict()}; "
+           f"JAX {jax.default_backend()} backend, compilation cache {cache or 'off'}")
 
     model = FactorModel.fit(data.train, n_users=n_users, n_items=n_items, valid=valid,
                             config=train_config, log=log_fn)

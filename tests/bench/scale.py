@@ -45,7 +45,8 @@ def main() -> None:
         n_users, n_items = (int(x) for x in data["shape"])
     out = {"n_ratings": len(train), "n_users": n_users, "n_items": n_items, "rank": args.rank,
            "epochs": args.epochs, "rss_before_fit_bytes": _rss_now()}
-    config = training.TrainConfig(rank=args.rank, epochs=args.epochs)
+    config = training.TrainConfig(rank=args.rank, epochs=args.epochs, optimizer="adam",
+                                  representation="sparse")
     started = time.perf_counter()
     try:
         result = training.fit(train, n_users=n_users, n_items=n_items, config=config, log=progress)

@@ -41,7 +41,8 @@ def factorflow_rate(train, n_users: int, n_items: int, rank: int, epochs: int) -
     """Engine throughput: per-epoch ratings/s from ``training.fit``'s history."""
     from factorflow import training
 
-    config = training.TrainConfig(rank=rank, epochs=epochs)
+    # The gradient engine (the naive peer is a gradient step too): full-batch Adam, COO.
+    config = training.TrainConfig(rank=rank, epochs=epochs, optimizer="adam", representation="sparse")
     result = training.fit(train, n_users=n_users, n_items=n_items, config=config,
                           log=progress)
     rates = [h["ratings_per_s"] for h in result.history]

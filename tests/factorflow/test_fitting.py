@@ -92,7 +92,8 @@ def test_result_is_json_safe_with_per_epoch_history(fitted):
 def test_out_dir_holds_model_id_maps_and_metrics(fitted):
     result, out = fitted
     model = FactorModel.load(out / "model.npz")
-    assert (model.n_users, model.n_items, model.rank) == (result["n_users"], result["n_items"], 4)
+    assert (model.n_users, model.n_items) == (result["n_users"], result["n_items"])
+    assert model.rank % 4 == 0  # rank 4 (Gibbs: 4 per kept sample, side by side)
     users = pl.read_parquet(out / "users.parquet")
     assert users.columns == ["user_index", "user_id"] and users.height == model.n_users
     assert users["user_id"].dtype == pl.String
@@ -100,7 +101,7 @@ def test_out_dir_holds_model_id_maps_and_metrics(fitted):
 
 
 def test_validation_split_and_early_stopping(files):
-    result = fit_files(files[0], valid_fraction=0.2, patience=2, seed=3,
+    result = fit_files(files[0], valid_fraction=0.2, patience=2, seed=3, optimizer="adam",
                        rank=2, epochs=300, learning_rate=0.1, reg=0.05)
     assert result["n_valid"] > 0 and result["n_train"] + result["n_valid"] == 1275
     assert result["epochs_run"] < 300 and result["best_epoch"] <= result["epochs_run"]

@@ -122,7 +122,7 @@ def test_fit_keeps_result_and_checks_shapes():
     rng = np.random.default_rng(0)
     train = Triplets(rng.integers(0, 20, 300).astype(np.int32), rng.integers(0, 15, 300).astype(np.int32),
                      rng.uniform(1, 5, 300).astype(np.float32))
-    model = FactorModel.fit(train, n_users=20, n_items=15, config=TrainConfig(rank=3, epochs=3))
+    model = FactorModel.fit(train, n_users=20, n_items=15, config=TrainConfig(optimizer="adam", rank=3, epochs=3))
     assert (model.n_users, model.n_items, model.rank) == (20, 15, 3)
     assert model.fit_result.best_epoch == 3 and len(model.fit_result.history) == 3
     bad = model.params._replace(item_bias=np.zeros(14, np.float32))
@@ -160,7 +160,7 @@ class TestSaveLoadExtras:
         train = Triplets(rng.integers(0, 20, 300).astype(np.int32),
                          rng.integers(0, 15, 300).astype(np.int32),
                          rng.uniform(1, 5, 300).astype(np.float32))
-        config = TrainConfig(rank=3, epochs=3, biases=False, nonneg=True)
+        config = TrainConfig(optimizer="adam", rank=3, epochs=3, biases=False, nonneg=True)
         model = FactorModel.fit(train, n_users=20, n_items=15, config=config)
         assert model.config == config._asdict()
         model.save(tmp_path / "m.npz")

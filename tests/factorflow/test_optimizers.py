@@ -72,7 +72,8 @@ def assert_params_close(got, want, rtol=1e-5):
 
 class TestRegistry:
     def test_names_match_the_jax_free_registry(self):
-        assert tuple(OPTIMIZERS) == registry.OPTIMIZER_NAMES
+        assert tuple(OPTIMIZERS) == registry.GRADIENT_OPTIMIZER_NAMES
+        assert registry.OPTIMIZER_NAMES == registry.SAMPLER_NAMES + tuple(OPTIMIZERS)
         assert MINIBATCH == {"sgd"}
         assert OPTIMIZERS["adam"] is optax.adam and OPTIMIZERS["adagrad"] is optax.adagrad
 

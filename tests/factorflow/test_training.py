@@ -32,7 +32,7 @@ def small_data():
 
 def small_fit(data, on_epoch=None, **config):
     train, valid = data
-    return fit(train, valid=valid, config=TrainConfig(**{"rank": 4, "epochs": 5, **config}),
+    return fit(train, valid=valid, config=TrainConfig(**{"rank": 4, "epochs": 5, "optimizer": "adam", **config}),
                on_epoch=on_epoch, **SMALL)
 
 
@@ -90,8 +90,21 @@ class TestInitParams:
 def synthetic_fit():
     train, valid = synthetic()
     lines: list[str] = []
-    result = fit(train, n_users=400, n_items=300, valid=valid, log=lines.append)
+    result = fit(train, n_users=400, n_items=300, valid=valid, log=lines.append,
+                 config=TrainConfig(optimizer="adam"))
     return train, valid, result, lines
+
+
+def test_the_default_engine_is_gibbs_and_beats_the_baseline():
+    train, valid = synthetic()
+    assert TrainConfig().optimizer == "gibbs"
+    result = fit(train, n_users=400, n_items=300, valid=valid)
+    baseline = fit_baseline(train, n_users=400, n_items=300)
+    base_rmse = rmse(predict_baseline(baseline, valid.users, valid.items), valid.ratings)
+    model_rmse = rmse(np.asarray(predict(result.params, valid.users, valid.items)), valid.ratings)
+    assert model_rmse < 0.8 * base_rmse, (model_rmse, base_rmse)
+    # the history describes the returned model itself
+    assert model_rmse == pytest.approx(result.history[-1]["valid_rmse"], rel=1e-4)
 
 
 class TestFit:
@@ -108,7 +121,7 @@ class TestFit:
     def test_history_and_log(self, synthetic_fit):
         _, _, result, lines = synthetic_fit
         assert isinstance(result, FitResult) and isinstance(result.params, FactorParams)
-        epochs = TrainConfig().epochs
+        epochs = TrainConfig(optimizer="adam").epochs
         assert [h["epoch"] for h in result.history] == list(range(1, epochs + 1))
         assert set(result.history[0]) == {"epoch", "seconds", "train_loss", "valid_rmse",
                                           "ratings_per_s", "restart", "restarts"}
@@ -143,7 +156,7 @@ class TestFit:
     def test_early_stopping_keeps_best_epoch(self, where):
         # Rank 32 without L2 on ~20 ratings per user overfits fast.
         train, valid = synthetic(n_users=100, n_items=80, n=2200, seed=3)
-        config = TrainConfig(epochs=200, reg=0.0, learning_rate=0.1,
+        config = TrainConfig(optimizer="adam", epochs=200, reg=0.0, learning_rate=0.1,
                              patience=3 if where == "config" else None)
         kwargs = {"patience": 3} if where == "kwarg" else {}
         result = fit(train, n_users=100, n_items=80, valid=valid, config=config, **kwargs)
@@ -164,7 +177,7 @@ class TestFit:
 
         before = len(traces)
         train, valid = small_data
-        config = TrainConfig(rank=4, epochs=6)
+        config = TrainConfig(optimizer="adam", rank=4, epochs=6)
         fit(train, valid=valid, config=config, loss=counting_loss, **SMALL)
         assert len(traces) == before + 2  # resolve_loss's probe + one trace for six epochs
         # Rate, reg and the number of epochs are traced: a sweep reuses the program.
@@ -186,18 +199,18 @@ class TestFit:
              "no ratings"),
             (dict(n_users=3), r"user index range \[0, \d+\] outside \[0, 3\)"),
             (dict(n_items=3), r"item index range"),
-            (dict(config=TrainConfig(rank=0)), "rank must be >= 1"),
-            (dict(config=TrainConfig(epochs=0)), "epochs must be >= 1"),
-            (dict(config=TrainConfig(restarts=0)), "restarts must be >= 1"),
-            (dict(config=TrainConfig(learning_rate=0.0)), "learning_rate must be > 0"),
+            (dict(config=TrainConfig(optimizer="adam", rank=0)), "rank must be >= 1"),
+            (dict(config=TrainConfig(optimizer="adam", epochs=0)), "epochs must be >= 1"),
+            (dict(config=TrainConfig(optimizer="adam", restarts=0)), "restarts must be >= 1"),
+            (dict(config=TrainConfig(optimizer="adam", learning_rate=0.0)), "learning_rate must be > 0"),
             (dict(config=TrainConfig(optimizer="rmsprop")), "unknown optimizer 'rmsprop'"),
-            (dict(config=TrainConfig(penalty="l0")), "unknown penalty 'l0'"),
-            (dict(config=TrainConfig(schedule="step")), "unknown schedule 'step'"),
-            (dict(config=TrainConfig(schedule="cosine", lr_decay=0.0)), r"lr_decay\) must be"),
-            (dict(config=TrainConfig(representation="csr")), "unknown representation"),
+            (dict(config=TrainConfig(optimizer="adam", penalty="l0")), "unknown penalty 'l0'"),
+            (dict(config=TrainConfig(optimizer="adam", schedule="step")), "unknown schedule 'step'"),
+            (dict(config=TrainConfig(optimizer="adam", schedule="cosine", lr_decay=0.0)), r"lr_decay\) must be"),
+            (dict(config=TrainConfig(optimizer="adam", representation="csr")), "unknown representation"),
             (dict(config=TrainConfig(optimizer="sgd", representation="dense")), "sparse"),
             (dict(config=TrainConfig(optimizer="sgd", steps_per_epoch=2)), "one pass"),
-            (dict(config=TrainConfig(loss="nope.nope:fn")), "cannot import module"),
+            (dict(config=TrainConfig(optimizer="adam", loss="nope.nope:fn")), "cannot import module"),
             (dict(patience=0), "patience must be >= 1"),
             (dict(valid=Triplets(np.array([99], np.int32), np.array([0], np.int32),
                                  np.array([3.0], np.float32))), "valid: user index"),

@@ -1,0 +1,245 @@
+"""Gibbs-sampled BPMF: autodiff normal equations, the averaged model, fits, errors."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from factorflow import sampling
+from factorflow.bayes import (
+    TRACES,
+    GibbsConfig,
+    average_samples,
+    bucket,
+    fit_gibbs,
+    kept_sweeps,
+    row_normal_equations,
+)
+from factorflow.evaluation import fit_baseline, predict_baseline, rmse
+from factorflow.losses import resolve_loss
+from factorflow.matrix import Triplets
+from factorflow.model import FactorModel
+from factorflow.training import FitResult, TrainingDivergedError, predict
+from tests.conftest import SHARED_DATA
+from tests.factorflow.helpers import synthetic
+
+unit = pytest.mark.unit  # every test but the MovieLens one (integration)
+
+# Three users and two items past the data: rows that must come out all zero.
+N_USERS, N_ITEMS, EXTRA_U, EXTRA_I = 60, 50, 3, 2
+CONFIG = GibbsConfig(rank=4, sweeps=12, burn_in=2, max_samples=4, seed=3)
+
+
+def np_predict(params, users, items):
+    return np.asarray(predict(params, users, items))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(n_users=N_USERS, n_items=N_ITEMS, n=1500)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    train, valid = data
+    lines, seen = [], []
+    result = fit_gibbs(train, n_users=N_USERS + EXTRA_U, n_items=N_ITEMS + EXTRA_I, valid=valid,
+                       config=CONFIG, log=lines.append,
+                       on_epoch=lambda t, p: seen.append((t, p.user_factors.shape)))
+    return result, lines, seen
+
+
+@unit
+@pytest.mark.parametrize("loss, half_weight", [("squared", 1.0), ("huber", 0.5)])
+def test_autodiff_normal_equations_are_the_als_ones(loss, half_weight):
+    """H = Σ f fᵀ, g = Σ (pred - r) f (f = [q_j, 1]) for squared error, at 0 and elsewhere.
+
+    Huber (½ r² near the target, all residuals below its delta here) is half of that.
+    """
+    rng = np.random.default_rng(0)
+    rank, n_rows, n_other, n = 3, 5, 7, 23
+    rows, cols = rng.integers(0, n_rows - 1, n), rng.integers(0, n_other, n)  # last row: no data
+    # Small values keep every residual below Huber's delta (1): its quadratic part.
+    vals = rng.uniform(2.8, 3.2, n).astype(np.float32)
+    other = rng.uniform(-0.1, 0.1, (n_other, rank + 1)).astype(np.float32)
+    # Chunks of 3 ratings: most rows span several; padding chunks too (16 in all).
+    layout = sampling.chunk_layout(rows, cols, vals, n_rows, 16, 3, 3.0)
+    fn = jax.jit(partial(row_normal_equations, n_rows=n_rows, rank=rank,
+                         loss=resolve_loss(loss)))
+    for x0 in (np.zeros((n_rows, rank + 1), np.float32),
+               rng.uniform(-0.1, 0.1, (n_rows, rank + 1)).astype(np.float32)):
+        h, g = (np.asarray(a, np.float64) for a in fn(other, x0, 3.0, *layout[:4]))
+        f = np.concatenate([other[cols, :rank], np.ones((n, 1))], 1)
+        pred = 3.0 + np.sum(x0[rows] * f, 1) + other[cols, rank]
+        want_h, want_g = np.zeros((n_rows, rank + 1, rank + 1)), np.zeros((n_rows, rank + 1))
+        np.add.at(want_h, rows, f[:, :, None] * f[:, None, :])
+        np.add.at(want_g, rows, (pred - vals)[:, None] * f)
+        np.testing.assert_allclose(h, half_weight * want_h, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(g, half_weight * want_g, rtol=1e-5, atol=1e-5)
+        assert not h[-1].any() and not g[-1].any()
+
+
+@unit
+def test_averaged_params_predict_the_sample_average():
+    rng = np.random.default_rng(1)
+    s, rank, n_u, n_i = 3, 2, 5, 4
+    us, its = rng.normal(size=(s, n_u, rank + 1)), rng.normal(size=(s, n_i, rank + 1))
+    has_u, has_i = np.array([1, 1, 0, 1, 1]), np.array([1, 0, 1, 1])
+    params = average_samples(3.5, us, its, has_u, has_i)
+    assert params.user_factors.shape == (n_u, s * rank)
+    assert params.item_factors.shape == (n_i, s * rank)
+    users, items = np.repeat(np.arange(n_u), n_i), np.tile(np.arange(n_i), n_u)
+    us, its = us * has_u[None, :, None], its * has_i[None, :, None]
+    each = 3.5 + us[:, users, rank] + its[:, items, rank] + np.sum(
+        us[:, users, :rank] * its[:, items, :rank], -1)
+    np.testing.assert_allclose(np_predict(params, users, items), each.mean(0), rtol=1e-5, atol=1e-5)
+    assert not params.user_factors[2].any() and params.user_bias[2] == 0
+
+
+@unit
+def test_normal_wishart_draws_have_the_posterior_moments():
+    rng = np.random.default_rng(2)
+    d, n, beta0, nu0 = 3, 20, 2.0, 3.0
+    x = np.concatenate([rng.normal(0.5, 1.0, (n, d)), np.full((4, d), 9.0)]).astype(np.float32)
+    has = np.r_[np.ones(n), np.zeros(4)].astype(np.float32)          # padding rows ignored
+    w0_inv = np.eye(d, dtype=np.float32) * 0.7
+    draw = jax.jit(jax.vmap(lambda k: sampling.normal_wishart_posterior(
+        sampling.normals(k, d * d + 2 * d), x, has, beta0=beta0, nu0=nu0, w0_inv=w0_inv)))
+    m, lam = draw(jax.random.split(sampling.rbg_key(0), 4000))
+    xs = x[:n].astype(np.float64)
+    xbar, beta_n, nu_n = xs.mean(0), beta0 + n, nu0 + n
+    wn_inv = w0_inv + (xs - xbar).T @ (xs - xbar) + beta0 * n / beta_n * np.outer(xbar, xbar)
+    np.testing.assert_allclose(np.mean(lam, 0), nu_n * np.linalg.inv(wn_inv), rtol=0.05, atol=0.01)
+    np.testing.assert_allclose(np.mean(m, 0), n * xbar / beta_n, atol=0.02)
+    want_cov = wn_inv / (beta_n * (nu_n - d - 1))
+    np.testing.assert_allclose(np.cov(np.asarray(m, np.float64).T), want_cov, rtol=0.1, atol=2e-4)
+
+
+@unit
+def test_kept_sweeps_and_buckets():
+    kept = kept_sweeps(60, 2, 16)
+    assert len(set(kept)) == 16 and kept[-1] == 60 and kept.min() > 2 and np.all(np.diff(kept) >= 3)
+    assert list(kept_sweeps(6, 2, 16)) == [3, 4, 5, 6]
+    sizes = [bucket(n) for n in range(1, 5000)]
+    assert all(b >= n and b <= max(32, n * 1.125) for n, b in zip(range(1, 5000), sizes))
+    assert len(set(sizes)) < 60 and sizes == sorted(sizes)
+
+
+@unit
+def test_fit_beats_the_baseline_and_reports(data, fitted):
+    (train, valid), (result, lines, seen) = data, fitted
+    assert isinstance(result, FitResult) and result.best_epoch == CONFIG.sweeps
+    base = fit_baseline(train, n_users=N_USERS + EXTRA_U, n_items=N_ITEMS + EXTRA_I)
+    base_rmse = rmse(predict_baseline(base, valid.users, valid.items), valid.ratings)
+    model_rmse = rmse(np_predict(result.params, valid.users, valid.items), valid.ratings)
+    assert model_rmse < 0.85 * base_rmse, (model_rmse, base_rmse)
+    assert [h["epoch"] for h in result.history] == list(range(1, CONFIG.sweeps + 1))
+    last = result.history[-1]
+    assert last["samples"] == CONFIG.max_samples and last["train_loss"] == pytest.approx(
+        last["train_rmse"] ** 2, rel=1e-4)
+    assert all(h["ratings_per_s"] > 0 and h["valid_rmse"] > 0 for h in result.history)
+    assert len(lines) == CONFIG.sweeps and lines[-1].startswith(f"sweep {CONFIG.sweeps}/")
+    assert "valid RMSE" in lines[-1] and "ratings/s" in lines[-1]
+    # on_epoch: the current sample alone until the first kept one, then the average so far.
+    assert [t for t, _ in seen] == list(range(1, CONFIG.sweeps + 1))
+    assert seen[0][1] == (N_USERS + EXTRA_U, CONFIG.rank)
+    assert seen[-1][1] == (N_USERS + EXTRA_U, CONFIG.max_samples * CONFIG.rank)
+
+
+@unit
+def test_published_shapes_and_rows_without_data(data, fitted):
+    params, valid = fitted[0].params, data[1]
+    s_rank = CONFIG.max_samples * CONFIG.rank
+    assert params.user_factors.shape == (N_USERS + EXTRA_U, s_rank)
+    assert params.item_factors.shape == (N_ITEMS + EXTRA_I, s_rank)
+    assert all(p.dtype == np.float32 and np.all(np.isfinite(p)) for p in params)
+    for factors, bias, n in ((params.user_factors, params.user_bias, N_USERS),
+                             (params.item_factors, params.item_bias, N_ITEMS)):
+        assert not factors[n:].any() and not bias[n:].any()
+        assert np.abs(factors[:n]).sum(1).min() > 0
+    model = FactorModel(params)  # the product's model class takes it as it is
+    assert model.rank == s_rank
+    np.testing.assert_allclose(model.predict(valid.users, valid.items),
+                               np_predict(params, valid.users, valid.items), rtol=1e-6)
+    ids, _ = model.recommend(np.array([0, N_USERS]), N=3)   # a user without data too
+    assert ids.shape == (2, 3) and (ids >= 0).all()
+
+
+@unit
+def test_history_matches_the_published_model_deterministic_no_recompile(data, fitted):
+    """Same shapes again: no new trace; same seed: the same model; running sums = params."""
+    train, valid = data
+    before = dict(TRACES)
+    shuffled = np.random.default_rng(5).permutation(len(train))
+    again = fit_gibbs(Triplets(*(a[shuffled] for a in train)), n_users=N_USERS + EXTRA_U,
+                      n_items=N_ITEMS + EXTRA_I, valid=valid, config=CONFIG._replace(clip=False))
+    assert dict(TRACES) == before
+    for a, b in zip(again.params, fitted[0].params):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    published = rmse(np_predict(again.params, valid.users, valid.items), valid.ratings)
+    assert again.history[-1]["valid_rmse"] == pytest.approx(published, abs=1e-5)
+    same = fit_gibbs(train, n_users=N_USERS + EXTRA_U, n_items=N_ITEMS + EXTRA_I, config=CONFIG)
+    for a, b in zip(same.params, fitted[0].params):
+        np.testing.assert_array_equal(a, b)
+    assert same.history[-1]["valid_rmse"] is None
+
+
+@unit
+@pytest.mark.parametrize("change, message", [
+    (dict(sweeps=2, burn_in=2), "must exceed burn_in"),
+    (dict(sweeps=3, burn_in=5), "must exceed burn_in"),
+    (dict(rank=0), "rank must be >= 1"),
+    (dict(max_samples=0), "max_samples"),
+    (dict(prior_dof=-1.5), "prior_dof"),
+])
+def test_bad_settings_are_refused(data, change, message):
+    with pytest.raises(ValueError, match=message):
+        fit_gibbs(data[0], n_users=N_USERS, n_items=N_ITEMS, config=GibbsConfig(**change))
+
+
+@unit
+def test_bad_inputs_are_refused(data):
+    train = data[0]
+    empty = Triplets(*(a[:0] for a in train))
+    with pytest.raises(ValueError, match="no ratings"):
+        fit_gibbs(empty, n_users=N_USERS, n_items=N_ITEMS)
+    with pytest.raises(ValueError, match=r"user index range .* outside \[0, 10\)"):
+        fit_gibbs(train, n_users=10, n_items=N_ITEMS)
+    with pytest.raises(ValueError, match="valid: item index"):
+        fit_gibbs(train, n_users=N_USERS, n_items=N_ITEMS,
+                  valid=Triplets(np.array([0]), np.array([N_ITEMS]), np.array([3.0])))
+    with pytest.raises(ValueError, match="positive curvature"):
+        fit_gibbs(train, n_users=N_USERS, n_items=N_ITEMS, loss="absolute")
+
+
+def nan_beyond_100(pred, target):
+    """Squared error, but nan for targets above 100 (finite on the loss probes)."""
+    return jnp.square(pred - target) * jnp.where(target > 100, jnp.nan, 1.0)
+
+
+@unit
+def test_divergence_names_the_sweep(data):
+    train = data[0]
+    bad = Triplets(train.users, train.items, np.where(np.arange(len(train)) == 7, 500.0,
+                                                      train.ratings).astype(np.float32))
+    with pytest.raises(TrainingDivergedError, match=r"diverged at sweep 1/5"):
+        fit_gibbs(bad, n_users=N_USERS, n_items=N_ITEMS, loss=nan_beyond_100,
+                  config=CONFIG._replace(sweeps=5))
+
+
+@pytest.mark.integration
+def test_movielens_100k_fold_u1():
+    folder = SHARED_DATA / "ml-100k"
+    if not (folder / "u1.base").is_file():
+        pytest.skip(f"no MovieLens 100K at {folder}")
+
+    def load(name):
+        a = np.loadtxt(folder / name, dtype=np.int64)
+        return Triplets((a[:, 0] - 1).astype(np.int32), (a[:, 1] - 1).astype(np.int32),
+                        a[:, 2].astype(np.float32))
+
+    train, test = load("u1.base"), load("u1.test")
+    result = fit_gibbs(train, n_users=943, n_items=1682)
+    assert rmse(np_predict(result.params, test.users, test.items), test.ratings) < 0.915

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="latest published model and one user's top items")
     show.add_argument("--warehouse", required=True, help="DuckDB warehouse file")
     show.add_argument("--schema", default="factorflow")
-    show.add_argument("--user", default=None, type=int, help="user id (default: the smallest)")
+    show.add_argument("--user", default=None, help="user id, as published (default: the smallest)")
     show.add_argument("--top", type=int, default=5)
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.set_defaults(func=_show)

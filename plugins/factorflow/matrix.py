@@ -56,6 +56,19 @@ class Triplets(NamedTuple):
         return cls(*(np.concatenate(arrays) for arrays in zip(*parts)))
 
 
+def _make_triplets(cls, iterable) -> Triplets:
+    # NamedTuple's own _make (behind _replace) checks len(), which for Triplets
+    # counts ratings; check the number of fields instead. (Assigned after the
+    # class is built: NamedTuple forbids defining _make in its body.)
+    fields = tuple(iterable)
+    if tuple.__len__(fields) != 3:
+        raise TypeError(f"Triplets takes 3 arrays, got {tuple.__len__(fields)}")
+    return tuple.__new__(cls, fields)
+
+
+Triplets._make = classmethod(_make_triplets)
+
+
 def to_dense(triplets: Triplets, *, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """The classic masked-matrix form of a set of ratings.
 

@@ -91,3 +91,10 @@ class TestDenseForm:
         for x, y in zip(t, back):
             np.testing.assert_array_equal(x, y)
             assert x.dtype == y.dtype
+
+
+def test_triplets_replace_keeps_the_other_fields():
+    t = Triplets(np.array([0, 1, 2], np.int32), np.array([1, 0, 2], np.int32),
+                 np.array([1.0, 2.0, 3.0], np.float32))
+    r = t._replace(ratings=t.ratings * 2)
+    assert len(r) == 3 and r.users is t.users and r.ratings.tolist() == [2.0, 4.0, 6.0]

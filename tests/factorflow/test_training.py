@@ -260,3 +260,23 @@ class TestFitSettings:
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
         assert runs[0].history[-1]["train_loss"] == pytest.approx(
             runs[1].history[-1]["train_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("scale", [(0.5, 5.0, 0.5), (1.0, 5.0, 1.0), (-10.0, 10.0, 1.0)],
+                         ids=["half-stars", "1-5", "-10..10"])
+def test_defaults_do_well_on_any_rating_scale(scale):
+    """The shipped defaults have nothing tuned to one scale: the same relative gain everywhere."""
+    low, high, step = scale
+    train, valid = synthetic(seed=11)
+
+    def rescale(t):  # map [1, 5] onto [low, high], snapped to the scale's step
+        r = low + (t.ratings - 1.0) * (high - low) / 4.0
+        return t._replace(ratings=(np.round(r / step) * step).astype(np.float32))
+
+    train, valid = rescale(train), rescale(valid)
+    result = fit(train, n_users=400, n_items=300, valid=valid)
+    baseline = fit_baseline(train, n_users=400, n_items=300)
+    base_rmse = rmse(predict_baseline(baseline, valid.users, valid.items), valid.ratings)
+    model_rmse = rmse(np.asarray(predict(result.params, valid.users, valid.items)), valid.ratings)
+    print(f"scale {scale}: model {model_rmse:.4f} vs baseline {base_rmse:.4f}")
+    assert model_rmse < 0.8 * base_rmse, (scale, model_rmse, base_rmse)

@@ -28,7 +28,7 @@ from factorflow.representation import (
     DenseRatings,
     SparseRatings,
     gather_rows,
-    objective,
+    objective_and_grad,
     rows_objective,
 )
 
@@ -153,7 +153,7 @@ def full_batch_epoch(params, opt_state, data: SparseRatings | DenseRatings, hype
 
     def one_step(carry, _):
         params, opt_state = carry
-        value, grads = jax.value_and_grad(objective)(params, data, **_settings(spec, hyper))
+        value, grads = objective_and_grad(params, data, **_settings(spec, hyper))
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return ((project_nonneg(params) if spec.nonneg else params), opt_state), value

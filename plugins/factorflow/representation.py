@@ -29,7 +29,7 @@ from factorflow.registry import REPRESENTATION_NAMES
 #: gathered rows ([CHUNK, rank] floats) stay in cache, where one gather over all
 #: ratings would materialize [n, rank] arrays (measured on CPU: ~5x slower per
 #: epoch at 1M ratings, rank 64; 26 GB at 25M ratings).
-CHUNK = 8192
+CHUNK = 4096
 
 #: "auto" picks dense only when the matrix has at most this many cells ...
 DENSE_MAX_CELLS = 4_000_000
@@ -295,6 +295,62 @@ def _chunked_loss_sum(params: FactorParams, users: jax.Array, items: jax.Array,
 
     total, _ = jax.lax.scan(jax.checkpoint(add_chunk), jnp.float32(0.0), (users, items, ratings))
     return total
+
+
+def objective_and_grad(
+    params: FactorParams,
+    data: SparseRatings | DenseRatings,
+    *,
+    reg: float | jax.Array,
+    loss: DataLoss = squared_error,
+    penalty: Penalty = l2_penalty,
+    biases: bool = True,
+) -> tuple[jax.Array, FactorParams]:
+    """``jax.value_and_grad(objective)(params, data, ...)``, faster on the chunked layout.
+
+    On chunked COO ratings, each chunk's loss is differentiated by
+    ``jax.value_and_grad`` with respect to the rows it gathered, and those row
+    gradients are added into the tables' gradients in the scan's carry (the
+    chain rule through the gather). That gathers each chunk once instead of
+    twice (forward, then recomputed in the backward pass) and updates the
+    gradient tables in place; the loss's derivative is still JAX's. Other
+    layouts use ``jax.value_and_grad`` directly.
+
+    Returns:
+        ``(objective [], gradient)`` with the gradient shaped like ``params``.
+    """
+    settings = dict(reg=reg, loss=loss, penalty=penalty, biases=biases)
+    if not (isinstance(data, SparseRatings) and jnp.ndim(data.users) == 2):
+        return jax.value_and_grad(objective)(params, data, **settings)
+
+    def chunk_loss(rows: FactorParams, ratings: jax.Array, real: jax.Array) -> jax.Array:
+        pred = predict_rows(rows, biases=biases)
+        target = jnp.where(real, ratings, jax.lax.stop_gradient(pred))
+        return jnp.sum(jnp.where(real, loss(pred, target), 0.0))
+
+    def add_chunk(carry, chunk):
+        total, grad = carry
+        u, i, r = chunk
+        u0 = jnp.maximum(u, 0)  # padding (-1) gathers row 0 and adds a zero gradient there
+        value, g = jax.value_and_grad(chunk_loss)(gather_rows(params, u0, i), r, u >= 0)
+        grad = FactorParams(
+            grad.mean + g.mean,
+            grad.user_bias.at[u0].add(g.user_bias, indices_are_sorted=True),
+            grad.item_bias.at[i].add(g.item_bias),
+            grad.user_factors.at[u0].add(g.user_factors, indices_are_sorted=True),
+            grad.item_factors.at[i].add(g.item_factors),
+        )
+        return (total + value, grad), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (total, grad), _ = jax.lax.scan(add_chunk, (jnp.float32(0.0), zeros),
+                                    (data.users, data.items, data.ratings))
+    n = jnp.sum(data.user_counts)
+    charge, charge_grad = jax.value_and_grad(
+        lambda p: counted_penalty(p, data.user_counts, data.item_counts, penalty=penalty,
+                                  biases=biases))(params)
+    value = (total + reg * charge) / n
+    return value, jax.tree.map(lambda g, c: (g + reg * c) / n, grad, charge_grad)
 
 
 def dense_objective(

@@ -80,6 +80,9 @@ with DAG(
         "seed": Param(0, type="integer", minimum=0, description="Seed of the split and the initialization."),
         "top_n": Param(10, type="integer", minimum=1, maximum=1000,
                        description="Recommendations published per user."),
+        "keep": Param(5, type="integer", minimum=1, maximum=1000,
+                      description="Published models kept; older ones are deleted when a "
+                                  "new one is published."),
     },
     doc_md=__doc__,
 ) as dag:
@@ -119,6 +122,7 @@ with DAG(
         matrix_dir=build.output["matrix_dir"],
         source_table="{{ params.source_table }}",
         run_params="{{ params }}",
+        keep="{{ params.keep }}",
         timings={stage: task.output["seconds"]
                  for stage, task in (("extract", extract), ("validate", validate),
                                      ("build", build), ("train", train))},

@@ -1,13 +1,11 @@
--- The demo's closing query: the latest model's validation RMSE next to the
+-- The demo's closing query: the current model's validation RMSE next to the
 -- bias-only baseline's, and the top recommendations of one user.
 -- {schema} is a validated, quoted identifier; $user_id and $top_n are bound.
 
 -- name: latest_model
 SELECT model_id, dag_run_id, rank, epochs_run, valid_rmse, baseline_valid_rmse,
        valid_mae, fit_seconds, created_at
-FROM {schema}.model_runs
-ORDER BY created_at DESC, model_id DESC
-LIMIT 1
+FROM {schema}.current_model
 
 -- name: top_predictions
 SELECT rank, item_id, round(score, 3) AS score

@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS {schema}.model_runs (
 -- Warehouses published to by an earlier factorflow lack these columns.
 ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS loss VARCHAR;
 ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS optimizer VARCHAR;
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS global_mean DOUBLE;
+
+-- name: create_pointer
+-- Which kept model the current_* views show: the newest publish, or a rollback.
+CREATE TABLE IF NOT EXISTS {schema}.current_pointer (
+    name     VARCHAR PRIMARY KEY,
+    model_id VARCHAR NOT NULL
+)
 
 -- name: create_user_factors
 CREATE TABLE IF NOT EXISTS {schema}.user_factors (
@@ -92,8 +100,48 @@ SELECT * FROM (VALUES (
     $model_id, $dag_id, $dag_run_id, $source_table, $params::JSON, $n_users, $n_items,
     $n_ratings, $n_train, $n_valid, $rank, $loss, $optimizer, $epochs_run, $best_epoch, $train_rmse,
     $train_mae, $valid_rmse, $valid_mae, $baseline_valid_rmse, $baseline_valid_mae,
-    $fit_seconds, $ratings_per_second, $timings::JSON, $history::JSON, now()::TIMESTAMP
+    $fit_seconds, $ratings_per_second, $timings::JSON, $history::JSON, $global_mean,
+    now()::TIMESTAMP
 )) AS run(model_id, dag_id, dag_run_id, source_table, params, n_users, n_items,
           n_ratings, n_train, n_valid, rank, loss, optimizer, epochs_run, best_epoch, train_rmse,
           train_mae, valid_rmse, valid_mae, baseline_valid_rmse, baseline_valid_mae,
-          fit_seconds, ratings_per_second, timings, history, created_at)
+          fit_seconds, ratings_per_second, timings, history, global_mean, created_at)
+
+-- name: point_current
+INSERT OR REPLACE INTO {schema}.current_pointer VALUES ('current', $model_id)
+
+-- name: retain
+-- Keep the newest $keep models (and always the current one); delete the rest.
+CREATE OR REPLACE TEMP TABLE expired AS
+SELECT model_id FROM {schema}.model_runs
+WHERE model_id NOT IN (SELECT model_id FROM {schema}.current_pointer)
+  AND model_id NOT IN (SELECT model_id FROM {schema}.model_runs
+                       ORDER BY created_at DESC, model_id DESC LIMIT $keep);
+DELETE FROM {schema}.predictions WHERE model_id IN (SELECT model_id FROM expired);
+DELETE FROM {schema}.user_factors WHERE model_id IN (SELECT model_id FROM expired);
+DELETE FROM {schema}.item_factors WHERE model_id IN (SELECT model_id FROM expired);
+DELETE FROM {schema}.model_runs WHERE model_id IN (SELECT model_id FROM expired);
+
+-- name: create_views
+CREATE OR REPLACE VIEW {schema}.current_model AS
+SELECT r.* FROM {schema}.model_runs r JOIN {schema}.current_pointer p USING (model_id)
+WHERE p.name = 'current';
+CREATE OR REPLACE VIEW {schema}.current_user_factors AS
+SELECT f.* FROM {schema}.user_factors f JOIN {schema}.current_model USING (model_id);
+CREATE OR REPLACE VIEW {schema}.current_item_factors AS
+SELECT f.* FROM {schema}.item_factors f JOIN {schema}.current_model USING (model_id);
+CREATE OR REPLACE VIEW {schema}.current_predictions AS
+SELECT p.* FROM {schema}.predictions p JOIN {schema}.current_model USING (model_id);
+-- Cold start: for a user without factors, the items with the highest
+-- mean + item bias under the current model (never NULL).
+CREATE OR REPLACE VIEW {schema}.current_popular_items AS
+SELECT f.item_id, m.global_mean + f.bias AS score,
+       row_number() OVER (ORDER BY f.bias DESC, f.item_id) AS rank
+FROM {schema}.current_item_factors f CROSS JOIN {schema}.current_model m
+
+-- name: rollback
+UPDATE {schema}.current_pointer SET model_id = $model_id WHERE name = 'current'
+
+-- name: model_exists
+SELECT count(*) FROM {schema}.model_runs WHERE model_id = $model_id
+

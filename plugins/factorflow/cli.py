@@ -28,7 +28,7 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(result, default=str, indent=2))
         return 0
     m = result["model"]
-    print(f"\nlatest model {m['model_id']} (rank {m['rank']}, {m['epochs_run']} epochs, "
+    print(f"\ncurrent model {m['model_id']} (rank {m['rank']}, {m['epochs_run']} epochs, "
           f"fit {m['fit_seconds']:.1f} s, published {m['created_at']:%Y-%m-%d %H:%M:%S})")
     print(f"  validation RMSE  {m['valid_rmse']:.4f}")
     print(f"  bias-only RMSE   {m['baseline_valid_rmse']:.4f}  "
@@ -83,6 +83,14 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollback(args: argparse.Namespace) -> int:
+    from factorflow.warehouse import rollback
+
+    result = rollback(args.warehouse, to=args.to, schema=args.schema)
+    print(f"{result['schema']}.current_* now show model {result['current_model']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``factorflow`` command."""
     parser = argparse.ArgumentParser(prog="factorflow", description=__doc__)
@@ -97,13 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ratings", type=int, default=200_000)
     demo.set_defaults(func=_demo_data)
 
-    show = sub.add_parser("show", help="latest published model and one user's top items")
+    show = sub.add_parser("show", help="the current model and one user's top items")
     show.add_argument("--warehouse", required=True, help="DuckDB warehouse file")
     show.add_argument("--schema", default="factorflow")
     show.add_argument("--user", default=None, help="user id, as published (default: the smallest)")
     show.add_argument("--top", type=int, default=5)
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.set_defaults(func=_show)
+
+    back = sub.add_parser("rollback", help="point the current_* views at an earlier kept model")
+    back.add_argument("--warehouse", required=True, help="DuckDB warehouse file")
+    back.add_argument("--schema", default="factorflow")
+    back.add_argument("--to", required=True, metavar="MODEL_ID", help="a model_id in model_runs")
+    back.set_defaults(func=_rollback)
 
     from factorflow.readers import FORMATS  # imports Polars lazily: cheap here
 

@@ -77,6 +77,7 @@ def publish_model(
     matrix_dir: str | Path,
     schema: str = "factorflow",
     run_info: Mapping[str, Any] | None = None,
+    keep: int = 5,
 ) -> dict[str, Any]:
     """Write one trained model's tables in a single transaction.
 
@@ -89,6 +90,8 @@ def publish_model(
         schema: target schema, validated against a strict identifier pattern.
         run_info: ``dag_id``, ``dag_run_id``, ``source_table``, ``params`` (dict)
             and ``timings`` (dict) to record in ``model_runs``.
+        keep: models kept (newest first); older ones are deleted in the same
+            transaction. The ``current_*`` views then show this model.
 
     Returns:
         JSON-safe summary: schema, model id and row counts per table.
@@ -100,6 +103,8 @@ def publish_model(
     from factorflow.matrix import ITEMS_FILE, SUMMARY_FILE, USERS_FILE
     from factorflow.training_run import METRICS_FILE, MODEL_FILE, RECOMMENDATIONS_FILE
 
+    if int(keep) < 1:
+        raise ValueError(f"keep must be >= 1 (the new model is always kept), got {keep}")
     model_dir, matrix_dir = Path(model_dir), Path(matrix_dir)
     quoted_schema = quote_identifier(schema)
     info = dict(run_info or {})
@@ -108,6 +113,7 @@ def publish_model(
     user_ids = pq.read_table(matrix_dir / USERS_FILE)["user_id"].combine_chunks()
     item_ids = pq.read_table(matrix_dir / ITEMS_FILE)["item_id"].combine_chunks()
     with np.load(model_dir / MODEL_FILE, allow_pickle=False) as m:
+        global_mean = float(m["mean"])
         users = _factor_table(user_ids, m["user_bias"], m["user_factors"])
         items = _factor_table(item_ids, m["item_bias"], m["item_factors"])
     with np.load(model_dir / RECOMMENDATIONS_FILE, allow_pickle=False) as rec:
@@ -135,6 +141,7 @@ def publish_model(
         "optimizer": metrics.get("config", {}).get("optimizer"),
         "timings": json.dumps(info.get("timings", {}), sort_keys=True),
         "history": json.dumps(metrics.get("history", [])),
+        "global_mean": global_mean,
     }
 
     Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +152,8 @@ def publish_model(
         con.execute("BEGIN TRANSACTION")
         try:
             for name in ("create_schema", "create_model_runs", "migrate_model_runs",
-                         "create_user_factors", "create_item_factors", "create_predictions"):
+                         "create_pointer", "create_user_factors", "create_item_factors",
+                         "create_predictions", "create_views"):
                 for statement in _statements(q[name]):
                     con.execute(statement)
             _check_id_types(con, q["column_type"], schema, user_ids.type, item_ids.type)
@@ -154,6 +162,9 @@ def publish_model(
             for name in ("insert_user_factors", "insert_item_factors", "insert_predictions"):
                 con.execute(q[name], {"model_id": model_id})
             con.execute(q["insert_model_run"], run_row)
+            con.execute(q["point_current"], {"model_id": model_id})
+            for statement in _statements(q["retain"]):
+                con.execute(statement, {"keep": int(keep)} if "$keep" in statement else None)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -170,6 +181,33 @@ def publish_model(
     }
     log.info("published model %s to %s.%s: %s", model_id, warehouse, schema, summary)
     return summary
+
+
+def rollback(warehouse: str | Path, *, to: str, schema: str = "factorflow") -> dict[str, Any]:
+    """Point the ``current_*`` views at an earlier kept model.
+
+    The SQL it runs is ``UPDATE <schema>.current_pointer SET model_id = <to>
+    WHERE name = 'current'`` (``include/sql/publish.sql``, ``rollback``).
+
+    Raises:
+        LookupError: ``to`` is not a kept model of this schema.
+    """
+    import duckdb
+
+    q = {k: v.format(schema=quote_identifier(schema)) for k, v in read_queries("publish.sql").items()
+         if k in ("rollback", "model_exists")}
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            (found,) = con.execute(q["model_exists"], {"model_id": to}).fetchone()
+            if not found:
+                raise LookupError(f"no kept model {to!r} in {warehouse} schema {schema}")
+            con.execute(q["rollback"], {"model_id": to})
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return {"warehouse": str(warehouse), "schema": schema, "current_model": to}
 
 
 def _statements(sql: str) -> list[str]:

@@ -16,7 +16,7 @@ def test_show_prints_metrics_and_top_items(tmp_path, small_model, capsys):
                   matrix_dir=small_model["matrix_dir"])
     assert main(["show", "--warehouse", str(warehouse), "--top", "3"]) == 0
     out = capsys.readouterr().out
-    assert "latest model m1" in out and "validation RMSE" in out and "bias-only RMSE" in out
+    assert "current model m1" in out and "validation RMSE" in out and "bias-only RMSE" in out
     assert out.count("\n     ") >= 3  # three ranked rows
     user = out.split("recommendations for user ")[1].split(":")[0]
     assert main(["show", "--warehouse", str(warehouse), "--user", user, "--json"]) == 0

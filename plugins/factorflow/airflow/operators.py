@@ -186,14 +186,16 @@ class PublishFactorsOperator(_StageOperator):
         source_table: recorded in ``model_runs`` (templated).
         run_params: the run's parameters, recorded as JSON (templated).
         timings: stage name -> seconds, recorded as JSON (templated).
+        keep: models kept after this one is published (templated).
     """
 
     template_fields: Sequence[str] = ("warehouse", "schema", "model_dir", "matrix_dir",
-                                      "source_table", "run_params", "timings")
+                                      "source_table", "run_params", "timings", "keep")
     stage = "publish"
 
     def __init__(self, *, warehouse: str, schema: str, model_dir: Any, matrix_dir: Any,
-                 source_table: str, run_params: Any = None, timings: Any = None, **kwargs: Any):
+                 source_table: str, run_params: Any = None, timings: Any = None,
+                 keep: Any = 5, **kwargs: Any):
         super().__init__(**kwargs)
         self.warehouse = warehouse
         self.schema = schema
@@ -202,6 +204,7 @@ class PublishFactorsOperator(_StageOperator):
         self.source_table = source_table
         self.run_params = run_params
         self.timings = timings
+        self.keep = keep
 
     def execute(self, context: "Context") -> dict[str, Any]:
         from factorflow.warehouse import publish_model
@@ -211,4 +214,4 @@ class PublishFactorsOperator(_StageOperator):
                 "timings": dict(self.timings or {})}
         return self._run(context, publish_model, self.warehouse, model_id=model_id_for(context),
                          model_dir=self.model_dir, matrix_dir=self.matrix_dir,
-                         schema=self.schema, run_info=info)
+                         schema=self.schema, run_info=info, keep=int(self.keep))

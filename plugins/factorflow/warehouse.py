@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,6 +38,40 @@ def _duckdb_type(arrow_type: Any) -> str:
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return "VARCHAR"
     raise ValueError(f"unsupported id type {arrow_type}: ids must be integers or strings")
+
+
+class WarehouseLockedError(RuntimeError):
+    """The DuckDB file stayed locked by another process past the retry budget."""
+
+
+def connect_for_write(warehouse: str | Path, *, timeout: float = 60.0,
+                      first_wait: float = 0.25) -> Any:
+    """A read-write DuckDB connection, waiting out another process's lock.
+
+    DuckDB lets one process write a file at a time. While another holds it (an
+    analyst's read-write session, a concurrent run), retry with exponential
+    backoff for up to ``timeout`` seconds, then fail naming the holder.
+
+    Raises:
+        WarehouseLockedError: with DuckDB's message, which names the process
+            and PID holding the lock.
+    """
+    import duckdb
+
+    deadline, wait = time.monotonic() + timeout, first_wait
+    while True:
+        try:
+            return duckdb.connect(str(warehouse))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() + wait > deadline:
+                raise WarehouseLockedError(
+                    f"warehouse {warehouse} is locked by another process after waiting "
+                    f"{timeout:.0f} s; {exc}") from exc
+            log.warning("warehouse %s is locked (%s); retrying in %.1f s", warehouse, exc, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 10.0)
 
 
 def _factor_table(ids: Any, bias: np.ndarray, factors: np.ndarray) -> Any:
@@ -78,6 +113,7 @@ def publish_model(
     schema: str = "factorflow",
     run_info: Mapping[str, Any] | None = None,
     keep: int = 5,
+    lock_timeout: float = 60.0,
 ) -> dict[str, Any]:
     """Write one trained model's tables in a single transaction.
 
@@ -92,12 +128,11 @@ def publish_model(
             and ``timings`` (dict) to record in ``model_runs``.
         keep: models kept (newest first); older ones are deleted in the same
             transaction. The ``current_*`` views then show this model.
+        lock_timeout: seconds to wait for another process's write lock.
 
     Returns:
         JSON-safe summary: schema, model id and row counts per table.
     """
-    import duckdb
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from factorflow.matrix import ITEMS_FILE, SUMMARY_FILE, USERS_FILE
@@ -145,7 +180,7 @@ def publish_model(
     }
 
     Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(warehouse)) as con:
+    with connect_for_write(warehouse, timeout=lock_timeout) as con:
         con.register("staged_user_factors", users)
         con.register("staged_item_factors", items)
         con.register("staged_predictions", predictions)
@@ -192,11 +227,9 @@ def rollback(warehouse: str | Path, *, to: str, schema: str = "factorflow") -> d
     Raises:
         LookupError: ``to`` is not a kept model of this schema.
     """
-    import duckdb
-
     q = {k: v.format(schema=quote_identifier(schema)) for k, v in read_queries("publish.sql").items()
          if k in ("rollback", "model_exists")}
-    with duckdb.connect(str(warehouse)) as con:
+    with connect_for_write(warehouse) as con:
         con.execute("BEGIN TRANSACTION")
         try:
             (found,) = con.execute(q["model_exists"], {"model_id": to}).fetchone()

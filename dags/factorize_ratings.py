@@ -12,6 +12,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param
 
+from factorflow.airflow.assets import PUBLISHED
 from factorflow.airflow.operators import (
     BuildMatricesOperator,
     ExtractRatingsOperator,
@@ -116,6 +117,7 @@ with DAG(
     )
     publish = PublishFactorsOperator(
         task_id="publish",
+        outlets=PUBLISHED,
         warehouse="{{ params.warehouse }}",
         schema="{{ params.schema }}",
         model_dir=train.output["model_dir"],

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from factorflow.identifiers import quote_identifier
-from factorflow.paths import read_queries
+from factorflow.paths import read_queries, read_sql
 
 log = logging.getLogger(__name__)
 
@@ -294,3 +294,17 @@ def latest_result(warehouse: str | Path, *, schema: str = "factorflow",
                                                   "user_id": user_id, "top_n": top_n}).fetchall()
     return {"model": model, "user_id": user_id,
             "recommendations": [dict(zip(("rank", "item_id", "score"), r)) for r in recs]}
+
+
+def materialize_recommendations(warehouse: str | Path, *, schema: str = "factorflow") -> dict[str, Any]:
+    """Rebuild ``<schema>.recommendations_daily`` from ``current_predictions``.
+
+    Returns:
+        ``{"table": name, "rows": n}``.
+    """
+    sql = read_sql("recommendations_daily.sql").format(schema=quote_identifier(schema))
+    with connect_for_write(warehouse) as con:
+        con.execute(sql)
+        (rows,) = con.execute(
+            f"SELECT count(*) FROM {quote_identifier(schema)}.recommendations_daily").fetchone()
+    return {"table": f"{schema}.recommendations_daily", "rows": int(rows)}

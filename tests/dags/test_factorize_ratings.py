@@ -163,3 +163,30 @@ def test_airflow_cli_runs_the_dag(tmp_path):
         (n_models,) = con.execute("SELECT count(*) FROM factorflow.model_runs").fetchone()
         (n_items,) = con.execute("SELECT count(*) FROM factorflow.item_factors").fetchone()
     assert n_models == 1 and n_items == SMALL_DEMO["n_items"]
+
+
+def test_publish_emits_asset_events_and_the_downstream_dag_materializes(good_run, warehouse):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = (session.query(AssetEvent, AssetModel.name)
+                  .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                  .filter(AssetEvent.source_run_id == good_run.run_id).all())
+        names = {name for _, name in events}
+        extras = [event.extra for event, _ in events]
+    assert names == {"factorflow.current_predictions", "factorflow.current_factors",
+                     "factorflow.model_runs"}
+    assert all(e["warehouse"] == str(warehouse) and e["model_id"].endswith(good_run.run_id)
+               for e in extras)
+
+    downstream = DagBag(dag_folder=str(ROOT / "dags")).dags["recommendations_daily"]
+    assert "factorflow.current_predictions" in str(downstream.timetable.asset_condition)
+    run = downstream.test(run_conf={"warehouse": str(warehouse)})
+    assert _states(run) == {"materialize": "success"}
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        daily = con.execute("SELECT count(*), count(DISTINCT model_id), min(day) = current_date "
+                            "FROM factorflow.recommendations_daily").fetchone()
+        (current,) = con.execute("SELECT count(*) FROM factorflow.current_predictions").fetchone()
+    assert daily == (current, 1, True)

@@ -212,6 +212,12 @@ class PublishFactorsOperator(_StageOperator):
         info = {"dag_id": context["dag"].dag_id, "dag_run_id": context["run_id"],
                 "source_table": self.source_table, "params": dict(self.run_params or {}),
                 "timings": dict(self.timings or {})}
-        return self._run(context, publish_model, self.warehouse, model_id=model_id_for(context),
-                         model_dir=self.model_dir, matrix_dir=self.matrix_dir,
-                         schema=self.schema, run_info=info, keep=int(self.keep))
+        summary = self._run(context, publish_model, self.warehouse, model_id=model_id_for(context),
+                            model_dir=self.model_dir, matrix_dir=self.matrix_dir,
+                            schema=self.schema, run_info=info, keep=int(self.keep))
+        # Consumers scheduled on these assets learn where the new model is.
+        for asset in self.outlets:
+            context["outlet_events"][asset].extra = {
+                "warehouse": str(self.warehouse), "schema": self.schema,
+                "model_id": summary["model_id"]}
+        return summary

@@ -1,0 +1,51 @@
+"""recommendations_daily: rebuild a daily recommendations table whenever a model is published.
+
+Scheduled on the ``factorflow.current_predictions`` asset, which the publish
+task of ``factorize_ratings`` updates; the warehouse and schema come from the
+triggering asset event (or from the params on a manual run).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from airflow.sdk import DAG, Param, task
+
+from factorflow.airflow.assets import CURRENT_PREDICTIONS
+
+WAREHOUSE = os.environ.get(
+    "FACTORFLOW_WAREHOUSE", str(Path(__file__).resolve().parents[1] / "data" / "warehouse.duckdb"))
+
+with DAG(
+    dag_id="recommendations_daily",
+    description="Materialize factorflow.recommendations_daily from the current model",
+    schedule=[CURRENT_PREDICTIONS],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["factorflow", "downstream"],
+    default_args={"retries": 2, "owner": "factorflow"},
+    params={
+        "warehouse": Param(WAREHOUSE, type="string", minLength=1,
+                           description="DuckDB warehouse (when not triggered by an asset event)."),
+        "schema": Param("factorflow", type="string", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+                        description="Schema holding the published tables."),
+    },
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def materialize(params=None, triggering_asset_events=None) -> dict:
+        """Rebuild the table with one DuckDB statement from include/sql/."""
+        from factorflow.warehouse import materialize_recommendations
+
+        warehouse, schema = params["warehouse"], params["schema"]
+        for events in (triggering_asset_events or {}).values():
+            for event in events:  # the newest publish wins
+                warehouse = event.extra.get("warehouse", warehouse)
+                schema = event.extra.get("schema", schema)
+        return materialize_recommendations(warehouse, schema=schema)
+
+    materialize()

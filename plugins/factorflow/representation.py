@@ -276,6 +276,15 @@ def sparse_objective(
     return data + reg * charge / ratings.shape[0]
 
 
+def _chunk_loss(rows: FactorParams, ratings: jax.Array, real: jax.Array, *, loss: DataLoss,
+                biases: bool) -> jax.Array:
+    """Summed data loss of one chunk's gathered rows; padding (``real`` False)
+    adds nothing: its target is its own prediction and its loss is masked out."""
+    pred = predict_rows(rows, biases=biases)
+    target = jnp.where(real, ratings, jax.lax.stop_gradient(pred))
+    return jnp.sum(jnp.where(real, loss(pred, target), 0.0))
+
+
 def _chunked_loss_sum(params: FactorParams, users: jax.Array, items: jax.Array,
                       ratings: jax.Array, *, loss: DataLoss, biases: bool) -> jax.Array:
     """Sum of the data loss over ``[n_chunks, chunk]`` blocks, one chunk at a time.
@@ -288,10 +297,8 @@ def _chunked_loss_sum(params: FactorParams, users: jax.Array, items: jax.Array,
     """
     def add_chunk(total, chunk):
         u, i, r = chunk
-        pred = predict_rows(gather_rows(params, u, i), biases=biases)
-        real = u >= 0
-        target = jnp.where(real, r, jax.lax.stop_gradient(pred))
-        return total + jnp.sum(jnp.where(real, loss(pred, target), 0.0)), None
+        rows = gather_rows(params, u, i)
+        return total + _chunk_loss(rows, r, u >= 0, loss=loss, biases=biases), None
 
     total, _ = jax.lax.scan(jax.checkpoint(add_chunk), jnp.float32(0.0), (users, items, ratings))
     return total
@@ -323,16 +330,12 @@ def objective_and_grad(
     if not (isinstance(data, SparseRatings) and jnp.ndim(data.users) == 2):
         return jax.value_and_grad(objective)(params, data, **settings)
 
-    def chunk_loss(rows: FactorParams, ratings: jax.Array, real: jax.Array) -> jax.Array:
-        pred = predict_rows(rows, biases=biases)
-        target = jnp.where(real, ratings, jax.lax.stop_gradient(pred))
-        return jnp.sum(jnp.where(real, loss(pred, target), 0.0))
-
     def add_chunk(carry, chunk):
         total, grad = carry
         u, i, r = chunk
         u0 = jnp.maximum(u, 0)  # padding (-1) gathers row 0 and adds a zero gradient there
-        value, g = jax.value_and_grad(chunk_loss)(gather_rows(params, u0, i), r, u >= 0)
+        value, g = jax.value_and_grad(_chunk_loss)(gather_rows(params, u0, i), r, u >= 0,
+                                                   loss=loss, biases=biases)
         grad = FactorParams(
             grad.mean + g.mean,
             grad.user_bias.at[u0].add(g.user_bias, indices_are_sorted=True),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from airflow.sdk import DAG, Param
 
@@ -21,14 +20,14 @@ from factorflow.airflow.operators import (
     ValidateRatingsOperator,
 )
 from factorflow.defaults import TRAIN_DEFAULTS
+from factorflow.identifiers import IDENTIFIER_PATTERN as IDENTIFIER
+from factorflow.identifiers import TABLE_PATTERN as TABLE
+from factorflow.paths import default_artifacts_dir, default_warehouse
 from factorflow.registry import LOSS_NAMES, OPTIMIZER_NAMES
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-WAREHOUSE = os.environ.get("FACTORFLOW_WAREHOUSE", str(PROJECT_DIR / "data" / "warehouse.duckdb"))
-ARTIFACTS = os.environ.get("FACTORFLOW_ARTIFACTS_DIR", str(PROJECT_DIR / "data" / "artifacts"))
+WAREHOUSE = default_warehouse()
+ARTIFACTS = default_artifacts_dir()
 GPU_QUEUE = os.environ.get("FACTORFLOW_GPU_QUEUE", "gpu")
-IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
-TABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
 # A built-in loss name, or a user-defined one as ``package.module:function``.
 LOSS = r"^(%s|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)$" % "|".join(LOSS_NAMES)
 TRAIN_PARAMS = ("rank", "epochs", "learning_rate", "reg", "seed", "loss", "optimizer",

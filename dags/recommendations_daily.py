@@ -7,16 +7,13 @@ triggering asset event (or from the params on a manual run).
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
-from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
 
 from factorflow.airflow.assets import CURRENT_PREDICTIONS
-
-WAREHOUSE = os.environ.get(
-    "FACTORFLOW_WAREHOUSE", str(Path(__file__).resolve().parents[1] / "data" / "warehouse.duckdb"))
+from factorflow.identifiers import IDENTIFIER_PATTERN
+from factorflow.paths import default_warehouse
 
 with DAG(
     dag_id="recommendations_daily",
@@ -28,9 +25,9 @@ with DAG(
     tags=["factorflow", "downstream"],
     default_args={"retries": 2, "owner": "factorflow"},
     params={
-        "warehouse": Param(WAREHOUSE, type="string", minLength=1,
+        "warehouse": Param(default_warehouse(), type="string", minLength=1,
                            description="DuckDB warehouse (when not triggered by an asset event)."),
-        "schema": Param("factorflow", type="string", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        "schema": Param("factorflow", type="string", pattern=IDENTIFIER_PATTERN,
                         description="Schema holding the published tables."),
     },
     doc_md=__doc__,

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import re
 
-_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_PART_TEXT = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+_PART = re.compile(_PART_TEXT)
+
+#: JSON-schema patterns of the same rules, for trigger-form ``Param``s.
+IDENTIFIER_PATTERN = rf"^{_PART_TEXT}$"
+TABLE_PATTERN = rf"^{_PART_TEXT}(\.{_PART_TEXT})?$"
 
 
 def quote_identifier(name: str) -> str:

@@ -5,11 +5,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: ``include/`` beside ``plugins/`` in a checkout (and in the Airflow image,
-#: where both are mounted side by side). ``FACTORFLOW_INCLUDE_DIR`` overrides.
-INCLUDE_DIR = Path(
-    os.environ.get("FACTORFLOW_INCLUDE_DIR", Path(__file__).resolve().parents[2] / "include")
-)
+#: The checkout (or the Airflow home, where dags/, plugins/, include/ sit side by side).
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+#: ``include/`` beside ``plugins/``; ``FACTORFLOW_INCLUDE_DIR`` overrides.
+INCLUDE_DIR = Path(os.environ.get("FACTORFLOW_INCLUDE_DIR", PROJECT_DIR / "include"))
+
+
+
+def default_warehouse() -> str:
+    """``$FACTORFLOW_WAREHOUSE``, else ``data/warehouse.duckdb`` in the project (read per call)."""
+    return os.environ.get("FACTORFLOW_WAREHOUSE", str(PROJECT_DIR / "data" / "warehouse.duckdb"))
+
+
+def default_artifacts_dir() -> str:
+    """``$FACTORFLOW_ARTIFACTS_DIR``, else ``data/artifacts`` in the project (read per call)."""
+    return os.environ.get("FACTORFLOW_ARTIFACTS_DIR", str(PROJECT_DIR / "data" / "artifacts"))
 
 
 def sql_path(name: str) -> Path:

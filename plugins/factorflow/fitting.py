@@ -8,7 +8,6 @@ test file, as a deployed model would face it.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import math
@@ -27,36 +26,21 @@ USERS_FILE = "users.parquet"
 ITEMS_FILE = "items.parquet"
 METRICS_FILE = "metrics.json"
 UNKNOWN = -1  # index of an id absent from the training file
-MIN_USER_RATINGS_FOR_VALID = 5  # lighter users stay whole in train, as in build_matrices
 
 
 def resolve_loss(spec: str) -> Callable:
-    """A data loss by registered name (``"squared"``) or as ``"module:function"``.
-
-    Delegates to ``losses.resolve_loss`` where the engine has it (it also checks
-    that the function traces and differentiates). The current directory is
-    searched last for ``module``, so a loss in a file next to the data works
-    from the console script too.
+    """``losses.resolve_loss`` with the current directory searched last for a
+    ``module:function`` loss, so a loss in a file next to the data works from
+    the console script too.
 
     Raises:
-        ValueError: unknown name, unimportable module, or not a callable.
+        ValueError: unknown name, unimportable module, or not a usable loss.
     """
     from factorflow import losses
 
     if ":" in spec and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
-    if hasattr(losses, "resolve_loss"):
-        return losses.resolve_loss(spec)
-    if ":" not in spec:
-        return losses.get_loss(spec)
-    module_name, _, attr = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load loss {spec!r}: {exc}") from exc
-    if not callable(fn):
-        raise ValueError(f"loss {spec!r} is not callable")
-    return fn
+    return losses.resolve_loss(spec)
 
 
 def _engine_settings(config: dict[str, Any], patience: int | None):
@@ -74,11 +58,9 @@ def _engine_settings(config: dict[str, Any], patience: int | None):
     fit_params = set(inspect.signature(training.fit).parameters) - {
         "train", "valid", "n_users", "n_items", "config", "log", "on_epoch"}
     if "loss" in settings:
-        loss = resolve_loss(settings["loss"])  # fail before reading any data
-        # A config field gets the spec string (JSON-safe, the engine resolves it
-        # again); only the older fit(loss=...) keyword needs the callable.
-        if "loss" not in training.TrainConfig._fields and "loss" in fit_params:
-            settings["loss"] = loss
+        # Fail before reading any data; TrainConfig keeps the (JSON-safe) spec
+        # string and the engine resolves it again, to the same function.
+        resolve_loss(settings["loss"])
     fields = {k: v for k, v in settings.items() if k in training.TrainConfig._fields}
     kwargs = {k: v for k, v in settings.items() if k not in fields and k in fit_params}
     unknown = sorted(set(settings) - set(fields) - set(kwargs))
@@ -188,7 +170,7 @@ def fit_files(
     from factorflow import training
     from factorflow.compilation import enable_compilation_cache
     from factorflow.evaluation import fit_baseline, mae, rmse
-    from factorflow.matrix import Triplets, _split_mask
+    from factorflow.matrix import MIN_USER_RATINGS, Triplets, _split_mask
     from factorflow.model import FactorModel
 
     enable_compilation_cache()
@@ -210,7 +192,7 @@ def fit_files(
     r = train_df["rating"].to_numpy().astype(np.float32)
     is_valid = np.zeros(r.shape[0], bool)
     if valid_fraction > 0:
-        is_valid = _split_mask(u, n_users, valid_fraction, MIN_USER_RATINGS_FOR_VALID,
+        is_valid = _split_mask(u, n_users, valid_fraction, MIN_USER_RATINGS,
                                train_config.seed)
     train = Triplets(u[~is_valid], i[~is_valid], r[~is_valid])
     valid = Triplets(u[is_valid], i[is_valid], r[is_valid]) if is_valid.any() else None

@@ -19,6 +19,9 @@ USERS_FILE = "users.parquet"
 ITEMS_FILE = "items.parquet"
 SUMMARY_FILE = "matrix.json"
 
+#: Users with fewer ratings are kept whole in train by the validation split.
+MIN_USER_RATINGS = 5
+
 
 class Triplets(NamedTuple):
     """Observed ratings in COO form.
@@ -98,7 +101,7 @@ def build_matrices(
     out_dir: str | Path,
     *,
     valid_fraction: float = 0.1,
-    min_user_ratings: int = 5,
+    min_user_ratings: int = MIN_USER_RATINGS,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Map ids, split train/validation and write the matrix artifacts.

@@ -158,16 +158,20 @@ assert tuple(LOSSES) == LOSS_NAMES, "losses.LOSSES and registry.LOSS_NAMES disag
 assert tuple(REGULARIZERS) == PENALTY_NAMES, "REGULARIZERS and registry.PENALTY_NAMES disagree"
 
 
+def _registered(registry: dict, kind: str, name: str):
+    try:
+        return registry[name]
+    except KeyError:
+        raise ValueError(f"unknown {kind} {name!r}; known: {sorted(registry)}") from None
+
+
 def get_loss(name: str) -> DataLoss:
     """The data loss registered under ``name`` in :data:`LOSSES`.
 
     Raises:
         ValueError: for an unknown name, listing the known ones.
     """
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}") from None
+    return _registered(LOSSES, "loss", name)
 
 
 def get_penalty(name: str) -> Penalty:
@@ -176,10 +180,7 @@ def get_penalty(name: str) -> Penalty:
     Raises:
         ValueError: for an unknown name, listing the known ones.
     """
-    try:
-        return REGULARIZERS[name]
-    except KeyError:
-        raise ValueError(f"unknown penalty {name!r}; known: {sorted(REGULARIZERS)}") from None
+    return _registered(REGULARIZERS, "penalty", name)
 
 
 def _import_loss(spec: str) -> object:

@@ -22,7 +22,7 @@ export JAX_PLATFORMS ?= cpu
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help demo test install airflow-db clean bench
+.PHONY: help demo test install airflow-db services clean bench
 
 help:
 	@echo "make demo   build the demo warehouse, run the DAG through Airflow, show the result"
@@ -50,8 +50,27 @@ demo: $(STAMP) airflow-db
 	@airflow dags test factorize_ratings > $(AIRFLOW_HOME)/demo-run.log 2>&1 || { tail -n 80 $(AIRFLOW_HOME)/demo-run.log; exit 1; }
 	@factorflow show --warehouse "$(FACTORFLOW_WAREHOUSE)"
 
-test: $(STAMP) airflow-db
+test: $(STAMP) airflow-db services
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) for the tests that name
+# them: started when installed here but down; otherwise those tests skip.
+services:
+	@if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+	  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then \
+	    echo "starting PostgreSQL"; \
+	    pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start || true; \
+	  fi; \
+	fi
+	@if ! (command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432); then \
+	  echo "note: no PostgreSQL on 127.0.0.1:5432; the PostgreSQL tests will skip"; fi
+	@if command -v redis-server >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then \
+	  echo "starting Redis"; \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+	    --logfile /tmp/factorflow-redis.log || true; \
+	fi
+	@if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then \
+	  echo "note: no Redis on 127.0.0.1:6379; the Celery tests will skip"; fi
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_HOME) data

@@ -30,6 +30,10 @@ ARTIFACTS = default_artifacts_dir()
 GPU_QUEUE = os.environ.get("FACTORFLOW_GPU_QUEUE", "gpu")
 # A built-in loss name, or a user-defined one as ``package.module:function``.
 LOSS = r"^(%s|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)$" % "|".join(LOSS_NAMES)
+# Airflow connection ids: letters, digits, ``_ . -`` (empty: the DuckDB file).
+CONN_ID = r"^[A-Za-z0-9_.-]{0,250}$"
+# A warehouse table, or a Parquet/CSV file (or glob) read by DuckDB.
+SOURCE = r"(%s)|(^[^;'\"]+\.(parquet|csv|tsv|txt)(\.gz|\.zst)?$)" % TABLE
 TRAIN_PARAMS = ("rank", "epochs", "learning_rate", "reg", "seed", "loss", "optimizer",
                 "restarts", "patience")
 
@@ -44,11 +48,15 @@ with DAG(
     tags=["factorflow", "recommender", "jax"],
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "owner": "factorflow"},
     params={
+        "warehouse_conn_id": Param("", type="string", pattern=CONN_ID,
+                                   description="Airflow connection of the warehouse (type postgres "
+                                               "or duckdb). Empty: the DuckDB file below."),
         "warehouse": Param(WAREHOUSE, type="string", minLength=1,
-                           description="DuckDB warehouse file holding the source table; "
-                                       "models are published into the same file."),
-        "source_table": Param("raw.ratings", type="string", pattern=TABLE,
-                              description="schema.table with user_id, item_id, rating (rated_at optional)."),
+                           description="DuckDB warehouse file, used when no connection is given; "
+                                       "models are published into the same warehouse."),
+        "source_table": Param("raw.ratings", type="string", pattern=SOURCE,
+                              description="schema.table with user_id, item_id, rating (rated_at "
+                                          "optional), or a .parquet/.csv path DuckDB reads."),
         "schema": Param("factorflow", type="string", pattern=IDENTIFIER,
                         description="Schema the model tables are published to."),
         "rating_min": Param(1.0, type="number", description="Lowest valid rating."),
@@ -89,6 +97,7 @@ with DAG(
     extract = ExtractRatingsOperator(
         task_id="extract",
         warehouse="{{ params.warehouse }}",
+        warehouse_conn_id="{{ params.warehouse_conn_id }}",
         source_table="{{ params.source_table }}",
         artifacts_dir=ARTIFACTS,
     )
@@ -118,6 +127,7 @@ with DAG(
         task_id="publish",
         outlets=PUBLISHED,
         warehouse="{{ params.warehouse }}",
+        warehouse_conn_id="{{ params.warehouse_conn_id }}",
         schema="{{ params.schema }}",
         model_dir=train.output["model_dir"],
         matrix_dir=build.output["matrix_dir"],

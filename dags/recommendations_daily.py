@@ -25,6 +25,10 @@ with DAG(
     tags=["factorflow", "downstream"],
     default_args={"retries": 2, "owner": "factorflow"},
     params={
+        "warehouse_conn_id": Param("", type="string", pattern=r"^[A-Za-z0-9_.-]{0,250}$",
+                                   description="Airflow connection of the warehouse (postgres or "
+                                               "duckdb); empty: the DuckDB file below. Used when "
+                                               "not triggered by an asset event."),
         "warehouse": Param(default_warehouse(), type="string", minLength=1,
                            description="DuckDB warehouse (when not triggered by an asset event)."),
         "schema": Param("factorflow", type="string", pattern=IDENTIFIER_PATTERN,
@@ -35,14 +39,17 @@ with DAG(
 
     @task
     def materialize(params=None, triggering_asset_events=None) -> dict:
-        """Rebuild the table with one DuckDB statement from include/sql/."""
+        """Rebuild the table with the SQL in include/sql/ (per back end)."""
+        from factorflow.airflow.connections import warehouse_target
         from factorflow.warehouse import materialize_recommendations
 
         warehouse, schema = params["warehouse"], params["schema"]
+        conn_id = params["warehouse_conn_id"]
         for events in (triggering_asset_events or {}).values():
             for event in events:  # the newest publish wins
                 warehouse = event.extra.get("warehouse", warehouse)
+                conn_id = event.extra.get("warehouse_conn_id", conn_id)
                 schema = event.extra.get("schema", schema)
-        return materialize_recommendations(warehouse, schema=schema)
+        return materialize_recommendations(warehouse_target(warehouse, conn_id), schema=schema)
 
     materialize()

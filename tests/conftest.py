@@ -56,3 +56,25 @@ def small_model(small_ratings_parquet: Path, tmp_path_factory: pytest.TempPathFa
     summary = train_factors(matrix["matrix_dir"], root / "model", top_n=5, rank=8, epochs=40)
     return {"matrix_dir": Path(matrix["matrix_dir"]), "model_dir": Path(summary["model_dir"]),
             "summary": summary, "matrix": matrix, "ratings_path": small_ratings_parquet}
+
+
+def _backend(kind: str, tmp_path: Path):
+    from tests.warehouses import drop_backend, make_backend, postgres_skip_reason
+
+    if kind == "postgres" and (reason := postgres_skip_reason()):
+        pytest.skip(reason)
+    backend = make_backend(kind, tmp_path)
+    yield backend
+    drop_backend(backend)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path):
+    """A fresh warehouse on each back end (see tests/warehouses.py)."""
+    yield from _backend(request.param, tmp_path)
+
+
+@pytest.fixture
+def postgres_backend(tmp_path: Path):
+    """A fresh schema in the test PostgreSQL server (skips without one)."""
+    yield from _backend("postgres", tmp_path)

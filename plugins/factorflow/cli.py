@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo-data", help="write the deterministic demo ratings table")
-    demo.add_argument("--warehouse", required=True, help="DuckDB file to create or update")
+    demo.add_argument("--warehouse", required=True,
+                      help="DuckDB file to create or update, or a postgresql:// URI")
     demo.add_argument("--table", default="raw.ratings")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--users", type=int, default=3000)
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo_data)
 
     show = sub.add_parser("show", help="the current model and one user's top items")
-    show.add_argument("--warehouse", required=True, help="DuckDB warehouse file")
+    show.add_argument("--warehouse", required=True,
+                      help="DuckDB warehouse file, or a postgresql:// URI")
     show.add_argument("--schema", default="factorflow")
     show.add_argument("--user", default=None, help="user id, as published (default: the smallest)")
     show.add_argument("--top", type=int, default=5)
@@ -114,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_show)
 
     back = sub.add_parser("rollback", help="point the current_* views at an earlier kept model")
-    back.add_argument("--warehouse", required=True, help="DuckDB warehouse file")
+    back.add_argument("--warehouse", required=True,
+                      help="DuckDB warehouse file, or a postgresql:// URI")
     back.add_argument("--schema", default="factorflow")
     back.add_argument("--to", required=True, metavar="MODEL_ID", help="a model_id in model_runs")
     back.set_defaults(func=_rollback)
@@ -151,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, LookupError, ValueError) as exc:
+    except (FileNotFoundError, LookupError, ValueError, ConnectionError, RuntimeError) as exc:
         print(f"factorflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -88,13 +88,14 @@ def generate_ratings(
 def write_demo_warehouse(
     path: str | Path, *, table: str = "raw.ratings", **generate_kwargs: Any
 ) -> dict[str, Any]:
-    """Create (or replace) the ratings table in a DuckDB file.
+    """Create (or replace) the ratings table in a DuckDB file or a PostgreSQL database.
 
     Only the source table is replaced; published ``factorflow.*`` tables in the
-    same file are left alone, so running the demo twice keeps earlier models.
+    same warehouse are left alone, so running the demo twice keeps earlier models.
 
     Args:
-        path: DuckDB database file; its directory is created if needed.
+        path: DuckDB database file (its directory is created if needed), or a
+            ``postgresql://`` URI.
         table: ``schema.table`` to write.
         **generate_kwargs: passed to :func:`generate_ratings`.
 
@@ -104,8 +105,13 @@ def write_demo_warehouse(
     import duckdb
     import pyarrow as pa
 
+    from factorflow import postgres
+
     columns = generate_ratings(**generate_kwargs)
     arrow = pa.table(columns)
+    if postgres.is_postgres(path):
+        n = postgres.replace_table(path, table, arrow)
+        return {"warehouse": postgres.as_target(path).name, "table": table, "n_ratings": n}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     quoted = quote_table(table)

@@ -1,52 +1,86 @@
-"""Extract: the warehouse's ratings table into a Parquet artifact via DuckDB."""
+"""Extract: the source ratings into a Parquet artifact.
+
+The source is a table of the warehouse (a DuckDB file, or PostgreSQL), or a
+Parquet/CSV file (or glob) that DuckDB reads directly.
+"""
 
 from __future__ import annotations
 
+import glob
+import re
 from pathlib import Path
 from typing import Any
 
 from factorflow.identifiers import quote_table
-from factorflow.paths import read_sql
+from factorflow.paths import read_queries
 
 RATINGS_FILE = "ratings.parquet"
+#: A source that is a file path rather than a table: DuckDB's reader for it.
+FILE_READERS = {r"\.parquet$": "read_parquet", r"\.(csv|tsv|txt)(\.gz|\.zst)?$": "read_csv"}
 
 
-def extract_ratings(warehouse: str | Path, source_table: str, out_dir: str | Path) -> dict[str, Any]:
-    """Copy ``source_table`` of a DuckDB warehouse into ``out_dir/ratings.parquet``.
+def file_reader(source: str) -> str | None:
+    """DuckDB's table function for a Parquet/CSV path, or None for a table name."""
+    for pattern, reader in FILE_READERS.items():
+        if re.search(pattern, source, re.IGNORECASE):
+            return reader
+    return None
 
-    The warehouse is opened read-only, so extracting never changes it.
+
+def extract_ratings(warehouse: Any, source_table: str, out_dir: str | Path) -> dict[str, Any]:
+    """Copy the source ratings into ``out_dir/ratings.parquet``.
+
+    The warehouse is opened read-only, so extracting never changes it. Only the
+    columns ``user_id, item_id, rating, rated_at`` are kept; a missing required
+    one is reported by the validate stage's expectation suite.
 
     Args:
-        warehouse: DuckDB database file.
-        source_table: ``schema.table`` (validated against a strict identifier pattern).
+        warehouse: DuckDB database file, or a PostgreSQL target
+            (``postgresql://`` URI or :class:`factorflow.postgres.PostgresTarget`).
+        source_table: ``schema.table`` (validated against a strict identifier
+            pattern), or a ``.parquet``/``.csv``/``.tsv`` path or glob, read by
+            DuckDB whatever the warehouse.
         out_dir: directory for the artifact; created if needed.
 
     Returns:
         ``{"path": str, "n_rows": int, "columns": [...]}`` — JSON-safe.
 
     Raises:
-        FileNotFoundError: the warehouse file does not exist.
+        FileNotFoundError: the warehouse file or the source file does not exist.
         ValueError: the table name is not a plain identifier, or the table is missing.
     """
     import duckdb
 
-    warehouse = Path(warehouse)
-    if not warehouse.is_file():
-        raise FileNotFoundError(f"warehouse file not found: {warehouse}")
-    query = read_sql("extract_ratings.sql").format(source=quote_table(source_table))
+    from factorflow import postgres
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RATINGS_FILE
     tmp = path.with_suffix(".parquet.tmp")
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        try:
-            relation = con.sql(query)
-        except duckdb.CatalogException as exc:
-            raise ValueError(
-                f"source table {source_table!r} not found in {warehouse}: {exc}"
-            ) from exc
-        columns = relation.columns
-        relation.write_parquet(str(tmp))
+    q = read_queries("extract_ratings.sql")
+    reader = file_reader(source_table)
+    if reader is None and postgres.is_postgres(warehouse):
+        postgres.extract(warehouse, source_table, tmp)
+    else:
+        if reader is not None:
+            if not glob.glob(source_table):
+                raise FileNotFoundError(f"source file not found: {source_table}")
+            database, source = ":memory:", f"{reader}($path)"
+        else:
+            database, source = str(warehouse), quote_table(source_table)
+            if not Path(warehouse).is_file():
+                raise FileNotFoundError(f"warehouse file not found: {warehouse}")
+        with duckdb.connect(database, read_only=database != ":memory:") as con:
+            try:
+                relation = con.sql(q["select"].format(source=source),
+                                   params={"path": source_table} if reader else None)
+            except duckdb.CatalogException as exc:
+                raise ValueError(
+                    f"source table {source_table!r} not found in {warehouse}: {exc}") from exc
+            relation.write_parquet(str(tmp))
+    with duckdb.connect() as con:
         (n_rows,) = con.execute("SELECT count(*) FROM read_parquet(?)", [str(tmp)]).fetchone()
+        columns = [d[0] for d in con.execute("SELECT * FROM read_parquet(?) LIMIT 0",
+                                             [str(tmp)]).description]
     tmp.replace(path)  # readers never see a half-written artifact
-    return {"path": str(path), "n_rows": int(n_rows), "columns": list(columns)}
+    return {"path": str(path), "n_rows": int(n_rows), "columns": columns}

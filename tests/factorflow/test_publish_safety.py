@@ -1,4 +1,5 @@
-"""Publishing under a held write lock, and a publisher killed mid-transaction."""
+"""Publishing under a held write lock, and a publisher killed mid-transaction
+(the kill test and the lock tests run on both back ends)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import duckdb
@@ -67,28 +69,66 @@ def test_publish_waits_out_a_short_lock(tmp_path, small_model):
         assert con.execute("SELECT model_id FROM factorflow.current_model").fetchall() == [("m2",)]
 
 
+def _hold_pg_lock(backend, seconds=None):
+    """Another session holding the schema's publish lock (released after ``seconds``)."""
+    import psycopg
+
+    from tests.warehouses import PG_URI
+
+    con = psycopg.connect(PG_URI, autocommit=True)
+    con.execute("SELECT pg_advisory_lock(hashtextextended('factorflow.publish:' || %s, 0))",
+                [backend.schema])
+    if seconds is not None:
+        threading.Timer(seconds, con.close).start()
+    return con
+
+
+def test_postgres_a_held_lock_fails_clearly_naming_the_holder(postgres_backend, small_model):
+    backend = postgres_backend
+    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    before = backend.snapshot()
+    holder = _hold_pg_lock(backend)
+    try:
+        started = time.monotonic()
+        with pytest.raises(WarehouseLockedError, match=f"held by PID {holder.info.backend_pid} "):
+            _publish(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=1.5)
+        assert time.monotonic() - started < 15
+    finally:
+        holder.close()
+    assert backend.snapshot() == before
+    _hold_pg_lock(backend, seconds=1.0)  # a short hold is waited out
+    _publish(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=30)
+    assert backend.current() == ["m2"]
+
+
 KILL_CODE = """
 import sys
 from factorflow.warehouse import publish_model
 print("start", flush=True)
-publish_model(sys.argv[1], model_id=sys.argv[2], model_dir=sys.argv[3], matrix_dir=sys.argv[4])
+publish_model(sys.argv[1], model_id=sys.argv[2], model_dir=sys.argv[3], matrix_dir=sys.argv[4],
+              schema=sys.argv[5])
 print("done", flush=True)
 """
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.3, 0.8, 1.5])
-def test_killing_the_publisher_leaves_old_or_new_never_a_mix(tmp_path, small_model, delay):
-    wh = tmp_path / "wh.duckdb"
-    _publish(wh, small_model, "m1")
-    before = _snapshot(wh)
-    proc = subprocess.Popen([sys.executable, "-c", KILL_CODE, str(wh), "m2",
-                             str(small_model["model_dir"]), str(small_model["matrix_dir"])],
+def _start_publisher(backend, small_model, model_id):
+    """A separate process publishing ``model_id``; it prints "start" first."""
+    return subprocess.Popen([sys.executable, "-c", KILL_CODE, str(backend.target), model_id,
+                             str(small_model["model_dir"]), str(small_model["matrix_dir"]),
+                             backend.schema],
                             stdout=subprocess.PIPE, text=True, env={**os.environ})
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3, 0.8, 1.5])
+def test_killing_the_publisher_leaves_old_or_new_never_a_mix(backend, small_model, delay):
+    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    before = backend.snapshot()
+    proc = _start_publisher(backend, small_model, "m2")
     assert proc.stdout.readline().strip() == "start"
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    after = _snapshot(wh)  # opens cleanly (the WAL replays or is discarded)
+    after = backend.snapshot()  # DuckDB: the WAL replays or is discarded; Postgres: aborted
     ids = {r[0] for r in after["model_runs"]}
     if ids == {"m1"}:
         assert after == before, "a killed publish changed the previous model's rows"
@@ -97,6 +137,27 @@ def test_killing_the_publisher_leaves_old_or_new_never_a_mix(tmp_path, small_mod
         for table in TABLES:  # m1 exactly as before, m2 complete
             assert [r for r in after[table] if r[0] == "m1"] == before[table]
         assert sum(1 for r in after["user_factors"] if r[0] == "m2") == len(before["user_factors"])
-    with duckdb.connect(str(wh), read_only=True) as con:
-        (current,) = con.execute("SELECT model_id FROM factorflow.current_model").fetchone()
+    (current,) = backend.current()
     assert current in ids
+
+
+def test_postgres_publisher_killed_inside_its_transaction_changes_nothing(postgres_backend,
+                                                                          small_model):
+    """Deterministic: SIGKILL once the publisher holds its transaction's lock."""
+    backend = postgres_backend
+    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    before = backend.snapshot()
+    proc = _start_publisher(backend, small_model, "m2")
+    held = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+            "(classid::bigint << 32) | objid::bigint = "
+            "hashtextextended('factorflow.publish:' || ?, 0)")
+    try:
+        deadline = time.monotonic() + 60
+        while not backend.fetch(held, backend.schema)[0][0]:
+            assert proc.poll() is None, "the publisher finished before it was seen publishing"
+            assert time.monotonic() < deadline
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert backend.snapshot() == before
+    assert backend.current() == ["m1"]

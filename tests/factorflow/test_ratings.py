@@ -1,4 +1,4 @@
-"""Extract stage: DuckDB table -> Parquet artifact."""
+"""Extract stage: a DuckDB or PostgreSQL table, or a Parquet/CSV file -> Parquet artifact."""
 
 from __future__ import annotations
 
@@ -46,3 +46,59 @@ def test_hostile_table_names_are_refused(small_warehouse, tmp_path, name):
         extract_ratings(small_warehouse, name, tmp_path)
     with duckdb.connect(str(small_warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM raw.ratings").fetchone()[0] > 0
+
+
+def _source_frame(small_warehouse):
+    with duckdb.connect(str(small_warehouse), read_only=True) as con:
+        return pl.from_arrow(con.sql("SELECT * FROM raw.ratings ORDER BY user_id, item_id")
+                             .to_arrow_table())
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_a_parquet_or_csv_file_is_a_source_too(small_warehouse, tmp_path, suffix):
+    source = _source_frame(small_warehouse)
+    path = tmp_path / f"ratings.{suffix}"
+    getattr(source.with_columns(secret=pl.lit("x")), f"write_{suffix}")(path)
+    # the warehouse is not needed (nor opened) for a file source
+    summary = extract_ratings(tmp_path / "unused.duckdb", str(path), tmp_path / "out")
+    frame = pl.read_parquet(summary["path"]).sort("user_id", "item_id")
+    assert summary["columns"] == ["user_id", "item_id", "rating", "rated_at"]
+    assert frame.select("user_id", "item_id", "rating").equals(
+        source.select("user_id", "item_id", "rating").with_columns(pl.col("rating").cast(frame["rating"].dtype)))
+    assert not (tmp_path / "unused.duckdb").exists()
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        extract_ratings(tmp_path / "unused.duckdb", str(tmp_path / "missing.parquet"), tmp_path)
+
+
+@pytest.mark.integration
+def test_extract_from_postgres_keeps_types_and_rows(postgres_backend, small_warehouse, tmp_path):
+    from factorflow.postgres import replace_table
+
+    source = _source_frame(small_warehouse).with_columns(
+        user_id=pl.format("u-{}", pl.col("user_id")), secret=pl.lit("x"))
+    table = f"{postgres_backend.schema}.ratings"
+    replace_table(postgres_backend.target, table, source.to_arrow())
+    postgres_backend.execute("UPDATE {schema}.ratings SET rating = NULL WHERE item_id = ?",
+                             int(source["item_id"][0]))
+    summary = extract_ratings(postgres_backend.target, table, tmp_path)
+    frame = pl.read_parquet(summary["path"]).sort("user_id", "item_id")
+    assert summary["columns"] == ["user_id", "item_id", "rating", "rated_at"]
+    assert summary["n_rows"] == source.height
+    assert frame.schema["user_id"] == pl.String and frame.schema["item_id"] == pl.Int64
+    assert frame.schema["rated_at"] == pl.Datetime("us")
+    want = source.sort("user_id", "item_id")
+    assert frame["user_id"].equals(want["user_id"]) and frame["rated_at"].equals(want["rated_at"])
+    # NULLs stay NULL (validation must see them), other ratings unchanged
+    nulls = frame.filter(pl.col("item_id") == source["item_id"][0])["rating"]
+    assert nulls.null_count() == nulls.len() > 0
+    with pytest.raises(ValueError, match="not found"):
+        extract_ratings(postgres_backend.target, f"{postgres_backend.schema}.nope", tmp_path)
+
+
+@pytest.mark.integration
+def test_an_unreachable_postgres_is_one_clear_line(tmp_path):
+    from factorflow.postgres import WarehouseUnavailableError
+
+    with pytest.raises(WarehouseUnavailableError, match=r"cannot connect to the PostgreSQL "
+                       r"warehouse postgresql://nobody:\*\*\*@127.0.0.1:1/none"):
+        extract_ratings("postgresql://nobody:secret@127.0.0.1:1/none", "raw.ratings", tmp_path)

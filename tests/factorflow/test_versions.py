@@ -1,82 +1,132 @@
-"""Versioned publishing: current_* views, retention, rollback, downstream SQL."""
+"""Versioned publishing on both back ends: current_* views, retention, rollback,
+and the downstream queries the README documents."""
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pytest
 
 from factorflow.cli import main
 from factorflow.matrix import load_matrices
 from factorflow.model import FactorModel
-from factorflow.paths import read_queries
 from factorflow.training_run import MODEL_FILE
-from factorflow.warehouse import publish_model, rollback
+from factorflow.warehouse import materialize_recommendations, publish_model, rollback, run_query
 
 pytestmark = pytest.mark.integration
 
 
-def _publish(warehouse, small_model, model_id, keep=5):
-    return publish_model(warehouse, model_id=model_id, model_dir=small_model["model_dir"],
-                         matrix_dir=small_model["matrix_dir"], keep=keep)
+def _publish(backend, small_model, model_id, keep=5):
+    return publish_model(backend.target, model_id=model_id, model_dir=small_model["model_dir"],
+                         matrix_dir=small_model["matrix_dir"], keep=keep, schema=backend.schema)
 
 
-def _current(con):
-    return con.execute("SELECT model_id FROM factorflow.current_model").fetchall()
+def _query(backend, name, **params):
+    return run_query(backend.target, "downstream.sql", name, schema=backend.schema, params=params)[1]
 
 
-def _query(con, name, **params):
-    sql = read_queries("downstream.sql")[name].format(schema='"factorflow"')
-    return con.execute(sql, params).fetchall()
-
-
-def test_views_follow_the_newest_model_and_rollback_repoints_them(tmp_path, small_model):
-    wh = tmp_path / "wh.duckdb"
-    _publish(wh, small_model, "m1")
-    _publish(wh, small_model, "m2")
-    with duckdb.connect(str(wh), read_only=True) as con:
-        assert _current(con) == [("m2",)]
-        n_users = con.execute("SELECT count(*) FROM factorflow.current_user_factors").fetchone()[0]
-        assert n_users == small_model["matrix"]["n_users"]
-    assert main(["rollback", "--warehouse", str(wh), "--to", "m1"]) == 0
-    with duckdb.connect(str(wh), read_only=True) as con:
-        assert _current(con) == [("m1",)]
-        ids = {r[0] for r in con.execute("SELECT DISTINCT model_id FROM factorflow.current_predictions").fetchall()}
-        assert ids == {"m1"}
+def test_views_follow_the_newest_model_and_rollback_repoints_them(backend, small_model, capsys):
+    _publish(backend, small_model, "m1")
+    _publish(backend, small_model, "m2")
+    assert backend.current() == ["m2"]
+    assert backend.count("current_user_factors") == small_model["matrix"]["n_users"]
+    assert main(["rollback", "--warehouse", str(backend.target), "--schema", backend.schema,
+                 "--to", "m1"]) == 0
+    assert "now show model m1" in capsys.readouterr().out
+    assert backend.current() == ["m1"]
+    for view in ("current_predictions", "current_user_factors", "current_item_factors"):
+        assert {r[0] for r in backend.fetch(f"SELECT DISTINCT model_id FROM {{schema}}.{view}")} == {"m1"}
     with pytest.raises(LookupError, match="no kept model 'm9'"):
-        rollback(wh, to="m9")
-    with duckdb.connect(str(wh), read_only=True) as con:
-        assert _current(con) == [("m1",)]
+        rollback(backend.target, to="m9", schema=backend.schema)
+    assert main(["rollback", "--warehouse", str(backend.target), "--schema", backend.schema,
+                 "--to", "m9"]) == 2
+    assert "no kept model 'm9'" in capsys.readouterr().err
+    assert backend.current() == ["m1"]
+    # the next publish becomes current again
+    _publish(backend, small_model, "m3")
+    assert backend.current() == ["m3"]
 
 
-def test_retention_keeps_the_newest_k(tmp_path, small_model):
-    wh = tmp_path / "wh.duckdb"
+def test_retention_keeps_the_newest_k(backend, small_model):
     for k in range(1, 5):
-        _publish(wh, small_model, f"m{k}", keep=2)
-    with duckdb.connect(str(wh), read_only=True) as con:
-        for table in ("model_runs", "user_factors", "item_factors", "predictions"):
-            kept = {r[0] for r in con.execute(f"SELECT DISTINCT model_id FROM factorflow.{table}").fetchall()}
-            assert kept == {"m3", "m4"}, table
+        _publish(backend, small_model, f"m{k}", keep=2)
+    for table in ("model_runs", "user_factors", "item_factors", "predictions"):
+        kept = {r[0] for r in backend.fetch(f"SELECT DISTINCT model_id FROM {{schema}}.{table}")}
+        assert kept == {"m3", "m4"}, table
     with pytest.raises(ValueError, match="keep must be >= 1"):
-        _publish(wh, small_model, "m5", keep=0)
+        _publish(backend, small_model, "m5", keep=0)
 
 
-def test_downstream_queries(tmp_path, small_model):
-    wh = tmp_path / "wh.duckdb"
-    _publish(wh, small_model, "m1")
+def test_retention_never_deletes_a_rolled_back_current_model(backend, small_model):
+    for k in range(1, 4):
+        _publish(backend, small_model, f"m{k}", keep=3)
+    rollback(backend.target, to="m1", schema=backend.schema)
+    materialize_recommendations(backend.target, schema=backend.schema)  # reads m1
+    _publish(backend, small_model, "m4", keep=1)  # keeps m4 (new current) only
+    assert backend.current() == ["m4"]
+    assert {r[0] for r in backend.fetch("SELECT model_id FROM {schema}.model_runs")} == {"m4"}
+
+
+def test_downstream_queries(backend, small_model):
+    _publish(backend, small_model, "m1")
     model = FactorModel.load(small_model["model_dir"] / MODEL_FILE)
     data = load_matrices(small_model["matrix_dir"])
-    user, item = data.user_ids[3], data.item_ids[5]
-    with duckdb.connect(str(wh), read_only=True) as con:
-        top = _query(con, "top_n_for_user", user_id=user, n=3)
-        assert [r[0] for r in top] == [1, 2, 3]
-        (score,), = _query(con, "score_pair", user_id=user, item_id=item)
-        # the SQL score is the model's own prediction
-        want = model.predict(np.array([3], np.int32), np.array([5], np.int32))[0]
-        assert abs(score - want) < 1e-4
-        similar = _query(con, "similar_items", item_id=item, n=5)
-        assert len(similar) == 5 and item not in [r[0] for r in similar]
-        sims = [r[1] for r in similar]
-        assert sims == sorted(sims, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in sims)
-        cold = _query(con, "cold_start", n=4)
-        assert [r[0] for r in cold] == [1, 2, 3, 4] and all(r[2] is not None for r in cold)
+    top = _query(backend, "top_n_for_user", user_id=data.user_ids[3], n=3)
+    assert [r[0] for r in top] == [1, 2, 3]
+    published = backend.fetch("SELECT item_id, score FROM {schema}.predictions "
+                              "WHERE user_id = ? ORDER BY rank LIMIT 3", data.user_ids[3])
+    assert [(r[1], r[2]) for r in top] == published
+    # the SQL score is the model's own prediction, for pairs in and out of the top-N
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, model.n_users, 20), rng.integers(0, model.n_items, 20)
+    want = model.predict(users.astype(np.int32), items.astype(np.int32))
+    for u, i, w in zip(users, items, want):
+        (score,), = _query(backend, "score_pair", user_id=data.user_ids[int(u)],
+                           item_id=data.item_ids[int(i)])
+        assert abs(score - w) < 1e-4
+    item = data.item_ids[5]
+    similar = _query(backend, "similar_items", item_id=item, n=5)
+    assert len(similar) == 5 and item not in [r[0] for r in similar]
+    sims = [r[1] for r in similar]
+    assert sims == sorted(sims, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in sims)
+    factors = model.params.item_factors
+    unit = factors / np.linalg.norm(factors, axis=1, keepdims=True)
+    want_sim = unit @ unit[5]
+    index = {v: k for k, v in enumerate(data.item_ids.to_list())}
+    np.testing.assert_allclose(sims, [want_sim[index[r[0]]] for r in similar], atol=1e-5)
+    cold = _query(backend, "cold_start", n=4)
+    assert [r[0] for r in cold] == [1, 2, 3, 4] and all(r[2] is not None for r in cold)
+    best = np.argsort(-model.params.item_bias, kind="stable")[:4]
+    assert [r[1] for r in cold] == [data.item_ids[int(k)] for k in best]
+
+
+def test_materialized_recommendations_follow_the_current_model(backend, small_model):
+    _publish(backend, small_model, "m1")
+    summary = materialize_recommendations(backend.target, schema=backend.schema)
+    assert summary["rows"] == backend.count("current_predictions") > 0
+    assert {r[0] for r in backend.fetch(
+        "SELECT DISTINCT model_id FROM {schema}.recommendations_daily")} == {"m1"}
+
+
+def test_queries_before_any_publish_are_a_clear_lookup_error(backend):
+    with pytest.raises(LookupError, match="no model published"):
+        _query(backend, "top_n_for_user", user_id=1, n=3)
+
+
+def test_the_wide_column_layout_gives_the_same_scores(backend, small_model):
+    from factorflow.warehouse import wide_factors_sql
+
+    _publish(backend, small_model, "m1")
+    model = FactorModel.load(small_model["model_dir"] / MODEL_FILE)
+    data = load_matrices(small_model["matrix_dir"])
+    for which in ("user", "item"):
+        backend.execute(wide_factors_sql(rank=model.rank, which=which, schema=backend.schema))
+    dot = " + ".join(f"u.f{k} * i.f{k}" for k in range(1, model.rank + 1))
+    [(score,)] = backend.fetch(
+        f"SELECT m.global_mean + u.bias + i.bias + {dot} FROM {{schema}}.current_model m "
+        "JOIN {schema}.current_user_factors_wide u ON u.user_id = ? "
+        "JOIN {schema}.current_item_factors_wide i ON i.item_id = ?",
+        data.user_ids[2], data.item_ids[7])
+    want = model.predict(np.array([2], np.int32), np.array([7], np.int32))[0]
+    assert abs(score - want) < 1e-4
+    with pytest.raises(ValueError, match="which must be"):
+        wide_factors_sql(rank=3, which="users")

@@ -31,6 +31,18 @@ def model_id_for(context: "Context") -> str:
     return f"{context['dag'].dag_id}/{context['run_id']}"
 
 
+def resolve_warehouse(warehouse: str, conn_id: str | None) -> Any:
+    """The library's warehouse target; a misconfigured connection fails without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from factorflow.airflow.connections import warehouse_target
+
+    try:
+        return warehouse_target(warehouse, conn_id)
+    except ValueError as exc:  # wrong connection type: retrying cannot help
+        raise AirflowFailException(str(exc)) from exc
+
+
 class _StageOperator(BaseOperator):
     """Shared execute: time the stage function and push its summary.
 
@@ -56,25 +68,32 @@ class ExtractRatingsOperator(_StageOperator):
     """Copy the source ratings table to a Parquet artifact.
 
     Args:
-        warehouse: DuckDB file holding the source table (templated).
-        source_table: ``schema.table`` to read (templated).
+        warehouse: DuckDB file holding the source table, when no connection is
+            given (templated).
+        source_table: ``schema.table`` to read, or a Parquet/CSV path (templated).
         artifacts_dir: root of the run-scoped artifact directories (templated).
+        warehouse_conn_id: Airflow connection (postgres or duckdb) of the
+            warehouse; empty uses ``warehouse`` (templated).
     """
 
-    template_fields: Sequence[str] = ("warehouse", "source_table", "artifacts_dir")
+    template_fields: Sequence[str] = ("warehouse", "source_table", "artifacts_dir",
+                                      "warehouse_conn_id")
     stage = "extract"
 
-    def __init__(self, *, warehouse: str, source_table: str, artifacts_dir: str, **kwargs: Any):
+    def __init__(self, *, warehouse: str, source_table: str, artifacts_dir: str,
+                 warehouse_conn_id: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.warehouse = warehouse
         self.source_table = source_table
         self.artifacts_dir = artifacts_dir
+        self.warehouse_conn_id = warehouse_conn_id
 
     def execute(self, context: "Context") -> dict[str, Any]:
         from factorflow.ratings import extract_ratings
 
         out = run_dir(self.artifacts_dir, context) / "extract"
-        return self._run(context, extract_ratings, self.warehouse, self.source_table, out)
+        target = resolve_warehouse(self.warehouse, self.warehouse_conn_id)
+        return self._run(context, extract_ratings, target, self.source_table, out)
 
 
 class ValidateRatingsOperator(_StageOperator):
@@ -179,7 +198,7 @@ class PublishFactorsOperator(_StageOperator):
     """Write the model's tables to the warehouse in one transaction.
 
     Args:
-        warehouse: DuckDB file to publish into (templated).
+        warehouse: DuckDB file to publish into, when no connection is given (templated).
         schema: target schema (templated).
         model_dir: output of the train stage (templated).
         matrix_dir: output of the build stage (templated).
@@ -187,17 +206,21 @@ class PublishFactorsOperator(_StageOperator):
         run_params: the run's parameters, recorded as JSON (templated).
         timings: stage name -> seconds, recorded as JSON (templated).
         keep: models kept after this one is published (templated).
+        warehouse_conn_id: Airflow connection (postgres or duckdb) to publish
+            into; empty uses ``warehouse`` (templated).
     """
 
     template_fields: Sequence[str] = ("warehouse", "schema", "model_dir", "matrix_dir",
-                                      "source_table", "run_params", "timings", "keep")
+                                      "source_table", "run_params", "timings", "keep",
+                                      "warehouse_conn_id")
     stage = "publish"
 
     def __init__(self, *, warehouse: str, schema: str, model_dir: Any, matrix_dir: Any,
                  source_table: str, run_params: Any = None, timings: Any = None,
-                 keep: Any = 5, **kwargs: Any):
+                 keep: Any = 5, warehouse_conn_id: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.warehouse = warehouse
+        self.warehouse_conn_id = warehouse_conn_id
         self.schema = schema
         self.model_dir = model_dir
         self.matrix_dir = matrix_dir
@@ -209,15 +232,16 @@ class PublishFactorsOperator(_StageOperator):
     def execute(self, context: "Context") -> dict[str, Any]:
         from factorflow.warehouse import publish_model
 
+        target = resolve_warehouse(self.warehouse, self.warehouse_conn_id)
         info = {"dag_id": context["dag"].dag_id, "dag_run_id": context["run_id"],
                 "source_table": self.source_table, "params": dict(self.run_params or {}),
                 "timings": dict(self.timings or {})}
-        summary = self._run(context, publish_model, self.warehouse, model_id=model_id_for(context),
+        summary = self._run(context, publish_model, target, model_id=model_id_for(context),
                             model_dir=self.model_dir, matrix_dir=self.matrix_dir,
                             schema=self.schema, run_info=info, keep=int(self.keep))
         # Consumers scheduled on these assets learn where the new model is.
         for asset in self.outlets:
             context["outlet_events"][asset].extra = {
-                "warehouse": str(self.warehouse), "schema": self.schema,
-                "model_id": summary["model_id"]}
+                "warehouse": str(self.warehouse), "warehouse_conn_id": self.warehouse_conn_id or "",
+                "schema": self.schema, "model_id": summary["model_id"]}
         return summary

@@ -1,0 +1,29 @@
+-- Queries downstream users run against the published tables (PostgreSQL).
+-- {schema} is the publish schema; %(values)s are bound parameters.
+-- factor_dot / factor_cosine are SQL functions the publish creates in {schema}.
+
+-- name: top_n_for_user
+SELECT rank, item_id, score
+FROM {schema}.current_predictions
+WHERE user_id = %(user_id)s AND rank <= %(n)s
+ORDER BY rank
+
+-- name: score_pair
+-- The current model's score for any (user, item) pair, in SQL: the same number
+-- the model itself predicts (mean + biases + dot product of the factors).
+SELECT m.global_mean + u.bias + i.bias + {schema}.factor_dot(u.factors, i.factors) AS score
+FROM {schema}.current_model m
+JOIN {schema}.current_user_factors u ON u.user_id = %(user_id)s
+JOIN {schema}.current_item_factors i ON i.item_id = %(item_id)s
+
+-- name: similar_items
+SELECT b.item_id, {schema}.factor_cosine(a.factors, b.factors) AS similarity
+FROM {schema}.current_item_factors a
+JOIN {schema}.current_item_factors b ON b.item_id <> a.item_id
+WHERE a.item_id = %(item_id)s
+ORDER BY similarity DESC, b.item_id
+LIMIT %(n)s
+
+-- name: cold_start
+-- For a user without factors (new since the model was trained): popular items.
+SELECT rank, item_id, score FROM {schema}.current_popular_items WHERE rank <= %(n)s ORDER BY rank

@@ -1,0 +1,16 @@
+-- The demo's closing query (PostgreSQL): the current model's validation RMSE
+-- next to the bias-only baseline's, and the top recommendations of one user.
+
+-- name: latest_model
+SELECT model_id, dag_run_id, rank, epochs_run, valid_rmse, baseline_valid_rmse,
+       valid_mae, fit_seconds, created_at
+FROM {schema}.current_model
+
+-- name: top_predictions
+SELECT rank, item_id, round(score::numeric, 3)::float8 AS score
+FROM {schema}.predictions
+WHERE model_id = %(model_id)s AND user_id = %(user_id)s AND rank <= %(top_n)s
+ORDER BY rank
+
+-- name: first_user
+SELECT min(user_id) FROM {schema}.predictions WHERE model_id = %(model_id)s

@@ -1,0 +1,168 @@
+-- Publishing a trained model into a PostgreSQL warehouse.
+-- {schema} is a validated, quoted identifier; {user_id_type}/{item_id_type} are
+-- BIGINT or TEXT, chosen from the source ids. Every value is a bound parameter
+-- (%(model_id)s ...). The statements run in one transaction, after
+-- advisory_lock has serialized publishers of the same schema.
+
+-- name: advisory_lock
+SELECT pg_advisory_xact_lock(hashtextextended('factorflow.publish:' || %(schema)s, 0))
+
+-- name: lock_holder
+SELECT a.pid, a.usename, a.application_name, a.client_addr::text, a.state, a.query_start
+FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+WHERE l.locktype = 'advisory' AND l.granted
+  AND (l.classid::bigint << 32) | l.objid::bigint
+      = hashtextextended('factorflow.publish:' || %(schema)s, 0)
+LIMIT 1
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema}
+
+-- name: create_model_runs
+CREATE TABLE IF NOT EXISTS {schema}.model_runs (
+    model_id            TEXT PRIMARY KEY,
+    dag_id              TEXT,
+    dag_run_id          TEXT,
+    source_table        TEXT,
+    params              JSONB,
+    n_users             INTEGER,
+    n_items             INTEGER,
+    n_ratings           BIGINT,
+    n_train             BIGINT,
+    n_valid             BIGINT,
+    rank                INTEGER,
+    loss                TEXT,
+    optimizer           TEXT,
+    epochs_run          INTEGER,
+    best_epoch          INTEGER,
+    train_rmse          DOUBLE PRECISION,
+    train_mae           DOUBLE PRECISION,
+    valid_rmse          DOUBLE PRECISION,
+    valid_mae           DOUBLE PRECISION,
+    baseline_valid_rmse DOUBLE PRECISION,
+    baseline_valid_mae  DOUBLE PRECISION,
+    fit_seconds         DOUBLE PRECISION,
+    ratings_per_second  DOUBLE PRECISION,
+    timings             JSONB,
+    history             JSONB,
+    created_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+    global_mean         DOUBLE PRECISION
+)
+
+-- name: create_pointer
+-- Which kept model the current_* views show: the newest publish, or a rollback.
+CREATE TABLE IF NOT EXISTS {schema}.current_pointer (
+    name     TEXT PRIMARY KEY,
+    model_id TEXT NOT NULL
+)
+
+-- name: create_user_factors
+CREATE TABLE IF NOT EXISTS {schema}.user_factors (
+    model_id TEXT NOT NULL,
+    user_id  {user_id_type} NOT NULL,
+    bias     REAL NOT NULL,
+    factors  REAL[] NOT NULL,
+    PRIMARY KEY (model_id, user_id)
+)
+
+-- name: create_item_factors
+CREATE TABLE IF NOT EXISTS {schema}.item_factors (
+    model_id TEXT NOT NULL,
+    item_id  {item_id_type} NOT NULL,
+    bias     REAL NOT NULL,
+    factors  REAL[] NOT NULL,
+    PRIMARY KEY (model_id, item_id)
+)
+
+-- name: create_predictions
+CREATE TABLE IF NOT EXISTS {schema}.predictions (
+    model_id TEXT NOT NULL,
+    user_id  {user_id_type} NOT NULL,
+    item_id  {item_id_type} NOT NULL,
+    score    REAL NOT NULL,
+    rank     INTEGER NOT NULL,
+    PRIMARY KEY (model_id, user_id, rank)
+)
+
+-- name: create_functions
+-- Dot product and cosine similarity of two factor arrays, for downstream SQL.
+CREATE OR REPLACE FUNCTION {schema}.factor_dot(a REAL[], b REAL[])
+RETURNS DOUBLE PRECISION LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT sum(x::float8 * y::float8) FROM unnest(a, b) AS t(x, y)
+$$;
+CREATE OR REPLACE FUNCTION {schema}.factor_cosine(a REAL[], b REAL[])
+RETURNS DOUBLE PRECISION LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT sum(x::float8 * y::float8)
+           / nullif(sqrt(sum(x::float8 * x::float8)) * sqrt(sum(y::float8 * y::float8)), 0)
+    FROM unnest(a, b) AS t(x, y)
+$$;
+
+-- name: column_type
+SELECT upper(data_type) FROM information_schema.columns
+WHERE table_schema = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
+
+-- name: delete_models
+DELETE FROM {schema}.predictions WHERE model_id = ANY(%(model_ids)s);
+DELETE FROM {schema}.user_factors WHERE model_id = ANY(%(model_ids)s);
+DELETE FROM {schema}.item_factors WHERE model_id = ANY(%(model_ids)s);
+DELETE FROM {schema}.model_runs WHERE model_id = ANY(%(model_ids)s);
+
+-- name: copy_user_factors
+COPY {schema}.user_factors (model_id, user_id, bias, factors) FROM STDIN WITH (FORMAT csv, HEADER true)
+
+-- name: copy_item_factors
+COPY {schema}.item_factors (model_id, item_id, bias, factors) FROM STDIN WITH (FORMAT csv, HEADER true)
+
+-- name: copy_predictions
+COPY {schema}.predictions (model_id, user_id, item_id, score, rank) FROM STDIN WITH (FORMAT csv, HEADER true)
+
+-- name: insert_model_run
+INSERT INTO {schema}.model_runs (
+    model_id, dag_id, dag_run_id, source_table, params, n_users, n_items,
+    n_ratings, n_train, n_valid, rank, loss, optimizer, epochs_run, best_epoch, train_rmse,
+    train_mae, valid_rmse, valid_mae, baseline_valid_rmse, baseline_valid_mae,
+    fit_seconds, ratings_per_second, timings, history, global_mean
+) VALUES (
+    %(model_id)s, %(dag_id)s, %(dag_run_id)s, %(source_table)s, %(params)s::jsonb, %(n_users)s,
+    %(n_items)s, %(n_ratings)s, %(n_train)s, %(n_valid)s, %(rank)s, %(loss)s, %(optimizer)s,
+    %(epochs_run)s, %(best_epoch)s, %(train_rmse)s, %(train_mae)s, %(valid_rmse)s, %(valid_mae)s,
+    %(baseline_valid_rmse)s, %(baseline_valid_mae)s, %(fit_seconds)s, %(ratings_per_second)s,
+    %(timings)s::jsonb, %(history)s::jsonb, %(global_mean)s
+)
+
+-- name: point_current
+INSERT INTO {schema}.current_pointer (name, model_id) VALUES ('current', %(model_id)s)
+ON CONFLICT (name) DO UPDATE SET model_id = EXCLUDED.model_id
+
+-- name: expired_models
+-- Keep the newest %(keep)s models (and always the current one).
+SELECT model_id FROM {schema}.model_runs
+WHERE model_id NOT IN (SELECT model_id FROM {schema}.current_pointer)
+  AND model_id NOT IN (SELECT model_id FROM {schema}.model_runs
+                       ORDER BY created_at DESC, model_id DESC LIMIT %(keep)s)
+
+-- name: create_views
+CREATE OR REPLACE VIEW {schema}.current_model AS
+SELECT r.* FROM {schema}.model_runs r JOIN {schema}.current_pointer p USING (model_id)
+WHERE p.name = 'current';
+CREATE OR REPLACE VIEW {schema}.current_user_factors AS
+SELECT f.* FROM {schema}.user_factors f JOIN {schema}.current_pointer p
+    ON p.model_id = f.model_id AND p.name = 'current';
+CREATE OR REPLACE VIEW {schema}.current_item_factors AS
+SELECT f.* FROM {schema}.item_factors f JOIN {schema}.current_pointer p
+    ON p.model_id = f.model_id AND p.name = 'current';
+CREATE OR REPLACE VIEW {schema}.current_predictions AS
+SELECT f.* FROM {schema}.predictions f JOIN {schema}.current_pointer p
+    ON p.model_id = f.model_id AND p.name = 'current';
+-- Cold start: for a user without factors, the items with the highest
+-- mean + item bias under the current model (never NULL).
+CREATE OR REPLACE VIEW {schema}.current_popular_items AS
+SELECT f.item_id, (m.global_mean + f.bias)::real AS score,
+       row_number() OVER (ORDER BY f.bias DESC, f.item_id)::integer AS rank
+FROM {schema}.current_item_factors f CROSS JOIN {schema}.current_model m
+
+-- name: rollback
+UPDATE {schema}.current_pointer SET model_id = %(model_id)s WHERE name = 'current'
+
+-- name: model_exists
+SELECT count(*) FROM {schema}.model_runs WHERE model_id = %(model_id)s

@@ -1,6 +1,7 @@
 -- Publishing a trained model into the warehouse (DuckDB dialect).
 -- {schema} is a validated, quoted identifier; {user_id_type}/{item_id_type} are
--- DuckDB type names chosen from the source ids (BIGINT or VARCHAR). Every value
+-- DuckDB type names chosen from the source ids (BIGINT or VARCHAR); {width} is
+-- the current model's number of factor columns. Every value
 -- is a bound parameter ($model_id ...). The statements run in one transaction.
 
 -- name: create_schema
@@ -126,10 +127,14 @@ DELETE FROM {schema}.model_runs WHERE model_id IN (SELECT model_id FROM expired)
 CREATE OR REPLACE VIEW {schema}.current_model AS
 SELECT r.* FROM {schema}.model_runs r JOIN {schema}.current_pointer p USING (model_id)
 WHERE p.name = 'current';
+-- The current model's factors as fixed-size FLOAT[{width}] arrays (the tables
+-- store FLOAT[] lists, since kept models may differ in width).
 CREATE OR REPLACE VIEW {schema}.current_user_factors AS
-SELECT f.* FROM {schema}.user_factors f JOIN {schema}.current_model USING (model_id);
+SELECT f.model_id, f.user_id, f.bias, f.factors::FLOAT[{width}] AS factors
+FROM {schema}.user_factors f JOIN {schema}.current_model USING (model_id);
 CREATE OR REPLACE VIEW {schema}.current_item_factors AS
-SELECT f.* FROM {schema}.item_factors f JOIN {schema}.current_model USING (model_id);
+SELECT f.model_id, f.item_id, f.bias, f.factors::FLOAT[{width}] AS factors
+FROM {schema}.item_factors f JOIN {schema}.current_model USING (model_id);
 CREATE OR REPLACE VIEW {schema}.current_predictions AS
 SELECT p.* FROM {schema}.predictions p JOIN {schema}.current_model USING (model_id);
 -- Cold start: for a user without factors, the items with the highest
@@ -144,4 +149,7 @@ UPDATE {schema}.current_pointer SET model_id = $model_id WHERE name = 'current'
 
 -- name: model_exists
 SELECT count(*) FROM {schema}.model_runs WHERE model_id = $model_id
+
+-- name: model_width
+SELECT len(factors) FROM {schema}.user_factors WHERE model_id = $model_id LIMIT 1
 

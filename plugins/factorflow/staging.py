@@ -50,6 +50,11 @@ class StagedModel(NamedTuple):
             return "string"
         raise ValueError(f"unsupported {which} id type {arrow_type}: ids must be integers or strings")
 
+    @property
+    def width(self) -> int:
+        """Factor columns per user/item (``rank``; ``rank x samples`` for Gibbs)."""
+        return len(self.users["factors"][0]) if self.users.num_rows else 0
+
     def summary(self) -> dict[str, Any]:
         """JSON-safe row counts and headline metrics."""
         return {"model_id": self.model_id, "user_factors": self.users.num_rows,

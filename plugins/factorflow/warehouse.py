@@ -105,7 +105,7 @@ def publish_model(
                           lock_timeout=lock_timeout)
 
     q = {k: v.format(schema=quoted_schema, user_id_type=DUCKDB_ID_TYPES[staged.id_kind("user")],
-                     item_id_type=DUCKDB_ID_TYPES[staged.id_kind("item")])
+                     item_id_type=DUCKDB_ID_TYPES[staged.id_kind("item")], width=staged.width)
          for k, v in read_queries("publish.sql").items()}
     Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
     with connect_for_write(warehouse, timeout=lock_timeout) as con:
@@ -149,15 +149,20 @@ def rollback(warehouse: Any, *, to: str, schema: str = "factorflow") -> dict[str
     """
     if (pg := _postgres(warehouse)) is not None:
         return pg.rollback(warehouse, to=to, schema=schema)
-    q = {k: v.format(schema=quote_identifier(schema)) for k, v in read_queries("publish.sql").items()
-         if k in ("rollback", "model_exists")}
+    queries = read_queries("publish.sql")
+    quoted = quote_identifier(schema)
     with connect_for_write(warehouse) as con:
         con.execute("BEGIN TRANSACTION")
         try:
-            (found,) = con.execute(q["model_exists"], {"model_id": to}).fetchone()
+            (found,) = con.execute(queries["model_exists"].format(schema=quoted),
+                                   {"model_id": to}).fetchone()
             if not found:
                 raise LookupError(f"no kept model {to!r} in {warehouse} schema {schema}")
-            con.execute(q["rollback"], {"model_id": to})
+            con.execute(queries["rollback"].format(schema=quoted), {"model_id": to})
+            (width,) = con.execute(queries["model_width"].format(schema=quoted),
+                                   {"model_id": to}).fetchone()
+            for statement in statements(queries["create_views"].format(schema=quoted, width=width)):
+                con.execute(statement)  # the views' FLOAT[width] follows the model
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

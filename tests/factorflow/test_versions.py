@@ -130,3 +130,25 @@ def test_the_wide_column_layout_gives_the_same_scores(backend, small_model):
     assert abs(score - want) < 1e-4
     with pytest.raises(ValueError, match="which must be"):
         wide_factors_sql(rank=3, which="users")
+
+
+def test_current_factor_views_have_the_current_models_width(backend, small_model, tmp_path):
+    """DuckDB: FLOAT[k] views over FLOAT[] tables (kept models may differ in k); Postgres: real[]."""
+    from factorflow.training_run import train_factors
+
+    _publish(backend, small_model, "wide")
+    wide = FactorModel.load(small_model["model_dir"] / MODEL_FILE).rank
+    narrow_dir = train_factors(small_model["matrix_dir"], tmp_path / "narrow", top_n=5, rank=3,
+                               epochs=3, optimizer="adam")["model_dir"]
+    publish_model(backend.target, model_id="narrow", model_dir=narrow_dir,
+                  matrix_dir=small_model["matrix_dir"], schema=backend.schema)
+    want_type = {"duckdb": "FLOAT[{}]", "postgres": "ARRAY"}[backend.kind]
+    for model_id, width in (("narrow", 3), ("wide", wide)):
+        if model_id == "wide":
+            rollback(backend.target, to="wide", schema=backend.schema)
+        assert backend.current() == [model_id]
+        assert backend.column_type("current_item_factors", "factors") == want_type.format(width)
+        assert {len(f) for (f,) in backend.fetch("SELECT factors FROM {schema}.current_user_factors")} \
+            == {width}
+        assert len(_query(backend, "similar_items", item_id=load_matrices(
+            small_model["matrix_dir"]).item_ids[0], n=3)) == 3

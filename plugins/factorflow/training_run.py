@@ -33,8 +33,9 @@ def train_factors(
 
     Args:
         matrix_dir: output of :func:`factorflow.matrix.build_matrices`.
-        out_dir: directory for ``model.npz``, ``metrics.json`` and
-            ``recommendations.npz`` (top-N unseen items per user, as indices).
+        out_dir: directory for ``model.npz``, ``metrics.json``,
+            ``recommendations.npz`` (top-N unseen items per user, as indices),
+            ``history.json`` and ``curves.png`` (loss and validation RMSE by epoch).
         top_n: length of each user's recommendation list.
         log_fn: where per-epoch progress lines go (default: this module's logger).
         **config: fields of :class:`factorflow.training.TrainConfig` (rank,
@@ -44,6 +45,7 @@ def train_factors(
         JSON-safe summary: artifact paths and the headline metrics.
     """
     from factorflow.compilation import enable_compilation_cache
+    from factorflow.curves import save_history
     from factorflow.evaluation import fit_baseline, predict_baseline, regression_metrics
     from factorflow.matrix import Triplets, load_matrices
     from factorflow.model import FactorModel
@@ -97,13 +99,16 @@ def train_factors(
                                     seen=seen, filter_already_liked=True)
     metrics["recommend_seconds"] = time.perf_counter() - rec_started
     np.savez(out / RECOMMENDATIONS_FILE, items=np.asarray(items), scores=np.asarray(scores))
+    curves = save_history(result.history, out, title=f"rank {train_config.rank} "
+                          f"{train_config.optimizer}, {train_config.loss} loss")
     metrics["seconds"] = time.perf_counter() - started
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=float))
     log_fn(
         f"validation RMSE {metrics.get('valid_rmse', float('nan')):.4f} "
         f"(bias-only baseline {metrics.get('baseline_valid_rmse', float('nan')):.4f}); "
-        f"artifacts in {out}"
+        f"artifacts in {out}; per-epoch history {curves['history']}, curve {curves['curves']}"
     )
     headline = ("rank", "epochs_run", "best_epoch", "fit_seconds", "ratings_per_second",
                 "train_rmse", "valid_rmse", "valid_mae", "baseline_valid_rmse", "seconds")
-    return {"model_dir": str(out), **{k: metrics[k] for k in headline if k in metrics}}
+    return {"model_dir": str(out), "curves": curves["curves"],
+            **{k: metrics[k] for k in headline if k in metrics}}

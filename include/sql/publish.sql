@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS {schema}.model_runs (
 ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS loss VARCHAR;
 ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS optimizer VARCHAR;
 ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS global_mean DOUBLE;
+-- A sweep's candidates: rows with the published model's id here, no factors.
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS candidate_of VARCHAR;
 
 -- name: create_pointer
 -- Which kept model the current_* views show: the newest publish, or a rollback.
@@ -83,7 +85,7 @@ WHERE table_schema = $schema AND table_name = $table AND column_name = $column
 DELETE FROM {schema}.predictions WHERE model_id = $model_id;
 DELETE FROM {schema}.user_factors WHERE model_id = $model_id;
 DELETE FROM {schema}.item_factors WHERE model_id = $model_id;
-DELETE FROM {schema}.model_runs WHERE model_id = $model_id;
+DELETE FROM {schema}.model_runs WHERE model_id = $model_id OR candidate_of = $model_id;
 
 -- name: insert_user_factors
 INSERT INTO {schema}.user_factors SELECT $model_id, id, bias, factors FROM staged_user_factors
@@ -102,26 +104,30 @@ SELECT * FROM (VALUES (
     $n_ratings, $n_train, $n_valid, $rank, $loss, $optimizer, $epochs_run, $best_epoch, $train_rmse,
     $train_mae, $valid_rmse, $valid_mae, $baseline_valid_rmse, $baseline_valid_mae,
     $fit_seconds, $ratings_per_second, $timings::JSON, $history::JSON, $global_mean,
-    now()::TIMESTAMP
+    $candidate_of, now()::TIMESTAMP
 )) AS run(model_id, dag_id, dag_run_id, source_table, params, n_users, n_items,
           n_ratings, n_train, n_valid, rank, loss, optimizer, epochs_run, best_epoch, train_rmse,
           train_mae, valid_rmse, valid_mae, baseline_valid_rmse, baseline_valid_mae,
-          fit_seconds, ratings_per_second, timings, history, global_mean, created_at)
+          fit_seconds, ratings_per_second, timings, history, global_mean, candidate_of,
+          created_at)
 
 -- name: point_current
 INSERT OR REPLACE INTO {schema}.current_pointer VALUES ('current', $model_id)
 
 -- name: retain
--- Keep the newest $keep models (and always the current one); delete the rest.
+-- Keep the newest $keep models (and always the current one); delete the rest,
+-- with their sweep candidates.
 CREATE OR REPLACE TEMP TABLE expired AS
 SELECT model_id FROM {schema}.model_runs
-WHERE model_id NOT IN (SELECT model_id FROM {schema}.current_pointer)
-  AND model_id NOT IN (SELECT model_id FROM {schema}.model_runs
+WHERE candidate_of IS NULL
+  AND model_id NOT IN (SELECT model_id FROM {schema}.current_pointer)
+  AND model_id NOT IN (SELECT model_id FROM {schema}.model_runs WHERE candidate_of IS NULL
                        ORDER BY created_at DESC, model_id DESC LIMIT $keep);
 DELETE FROM {schema}.predictions WHERE model_id IN (SELECT model_id FROM expired);
 DELETE FROM {schema}.user_factors WHERE model_id IN (SELECT model_id FROM expired);
 DELETE FROM {schema}.item_factors WHERE model_id IN (SELECT model_id FROM expired);
-DELETE FROM {schema}.model_runs WHERE model_id IN (SELECT model_id FROM expired);
+DELETE FROM {schema}.model_runs WHERE model_id IN (SELECT model_id FROM expired)
+                                  OR candidate_of IN (SELECT model_id FROM expired);
 
 -- name: create_views
 CREATE OR REPLACE VIEW {schema}.current_model AS
@@ -148,7 +154,7 @@ FROM {schema}.current_item_factors f CROSS JOIN {schema}.current_model m
 UPDATE {schema}.current_pointer SET model_id = $model_id WHERE name = 'current'
 
 -- name: model_exists
-SELECT count(*) FROM {schema}.model_runs WHERE model_id = $model_id
+SELECT count(*) FROM {schema}.model_runs WHERE model_id = $model_id AND candidate_of IS NULL
 
 -- name: model_width
 SELECT len(factors) FROM {schema}.user_factors WHERE model_id = $model_id LIMIT 1

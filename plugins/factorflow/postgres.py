@@ -187,7 +187,7 @@ def publish(target: Any, staged: Any, *, schema: str, keep: int,
                 f"by another session after waiting {lock_timeout:.0f} s; held by {holder}"
             ) from exc
         cur.execute("SET LOCAL lock_timeout = 0")
-        for name in ("create_schema", "create_model_runs", "create_pointer",
+        for name in ("create_schema", "create_model_runs", "migrate_model_runs", "create_pointer",
                      "create_user_factors", "create_item_factors", "create_predictions",
                      "create_functions", "create_views"):
             for statement in statements(q[name]):
@@ -198,7 +198,8 @@ def publish(target: Any, staged: Any, *, schema: str, keep: int,
         copy_in(cur, q["copy_user_factors"], payload["user"])
         copy_in(cur, q["copy_item_factors"], payload["item"])
         copy_in(cur, q["copy_predictions"], payload["predictions"])
-        cur.execute(q["insert_model_run"], staged.run)
+        for run in (staged.run, *staged.candidates):
+            cur.execute(q["insert_model_run"], run)
         cur.execute(q["point_current"], {"model_id": staged.model_id})
         cur.execute(q["expired_models"], {"keep": keep})
         expired = [row[0] for row in cur.fetchall()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -30,6 +30,8 @@ class StagedModel(NamedTuple):
         predictions: Arrow table ``(user_id, item_id, score, rank)``, top-N per user.
         run: the ``model_runs`` row (JSON columns as JSON text).
         metrics: the train stage's metrics (valid_rmse, baseline_valid_rmse, ...).
+        candidates: ``model_runs`` rows of a sweep's candidates (no factors),
+            each with ``candidate_of`` = ``model_id``.
     """
 
     model_id: str
@@ -38,6 +40,7 @@ class StagedModel(NamedTuple):
     predictions: Any
     run: dict[str, Any]
     metrics: dict[str, Any]
+    candidates: tuple[dict[str, Any], ...] = ()
 
     def id_kind(self, which: str) -> str:
         """``"integer"`` or ``"string"``: the kind of the user or item ids."""
@@ -93,8 +96,42 @@ def _prediction_table(user_ids: Any, item_ids: Any, top_items: np.ndarray,
     })
 
 
+def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
+             model_dir: Path, candidate_of: str | None = None) -> tuple[dict[str, Any], dict]:
+    """The ``model_runs`` row of one trained model, and its metrics."""
+    from factorflow.training_run import METRICS_FILE, MODEL_FILE
+
+    metrics = json.loads((model_dir / METRICS_FILE).read_text())
+    with np.load(model_dir / MODEL_FILE, allow_pickle=False) as m:
+        global_mean = float(m["mean"])
+    config = metrics.get("config", {})
+    params = dict(info.get("params", {}))
+    if candidate_of is not None:  # a candidate's params: the run's, with its own settings
+        params.update(config)
+    return {
+        "model_id": model_id,
+        "dag_id": info.get("dag_id"),
+        "dag_run_id": info.get("dag_run_id"),
+        "source_table": info.get("source_table"),
+        "params": json.dumps(params, sort_keys=True, default=str),
+        "n_users": counts["n_users"],
+        "n_items": counts["n_items"],
+        "n_ratings": counts["n_ratings"],
+        "n_train": counts["n_train"],
+        "n_valid": counts["n_valid"],
+        **{c: metrics.get(c) for c in METRIC_COLUMNS},
+        "loss": str(config.get("loss", "squared")),
+        "optimizer": config.get("optimizer"),
+        "timings": json.dumps(info.get("timings", {}), sort_keys=True),
+        "history": json.dumps(metrics.get("history", [])),
+        "global_mean": global_mean,
+        "candidate_of": candidate_of,
+    }, metrics
+
+
 def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
-                run_info: Mapping[str, Any] | None = None) -> StagedModel:
+                run_info: Mapping[str, Any] | None = None,
+                candidates: Sequence[str | Path] = ()) -> StagedModel:
     """Read the train and build artifacts into publishable tables.
 
     Args:
@@ -104,6 +141,8 @@ def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
         matrix_dir: output of the build stage (id maps and counts).
         run_info: ``dag_id``, ``dag_run_id``, ``source_table``, ``params`` (dict)
             and ``timings`` (dict) to record in ``model_runs``.
+        candidates: train-stage output directories of a sweep's candidates
+            (the published one included), recorded as ``<model_id>/candidate-<k>``.
 
     Raises:
         ValueError: the factors hold NaN or infinity (never published), or the
@@ -112,16 +151,17 @@ def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
     import pyarrow.parquet as pq
 
     from factorflow.matrix import ITEMS_FILE, SUMMARY_FILE, USERS_FILE
-    from factorflow.training_run import METRICS_FILE, MODEL_FILE, RECOMMENDATIONS_FILE
+    from factorflow.training_run import MODEL_FILE, RECOMMENDATIONS_FILE
 
     model_dir, matrix_dir = Path(model_dir), Path(matrix_dir)
     info = dict(run_info or {})
-    metrics = json.loads((model_dir / METRICS_FILE).read_text())
     counts = json.loads((matrix_dir / SUMMARY_FILE).read_text())
+    run, metrics = _run_row(model_id, info, counts, model_dir)
+    candidate_runs = tuple(_run_row(f"{model_id}/candidate-{k}", info, counts, Path(d),
+                                    candidate_of=model_id)[0] for k, d in enumerate(candidates))
     user_ids = pq.read_table(matrix_dir / USERS_FILE)["user_id"].combine_chunks()
     item_ids = pq.read_table(matrix_dir / ITEMS_FILE)["item_id"].combine_chunks()
     with np.load(model_dir / MODEL_FILE, allow_pickle=False) as m:
-        global_mean = float(m["mean"])
         users = _factor_table(user_ids, m["user_bias"], m["user_factors"])
         items = _factor_table(item_ids, m["item_bias"], m["item_factors"])
     with np.load(model_dir / RECOMMENDATIONS_FILE, allow_pickle=False) as rec:
@@ -130,24 +170,6 @@ def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
         values = table["factors"].combine_chunks().flatten().to_numpy()
         if not (np.isfinite(values).all() and np.isfinite(table["bias"].to_numpy()).all()):
             raise ValueError(f"model {model_id} has non-finite {name} factors; refusing to publish")
-    run = {
-        "model_id": model_id,
-        "dag_id": info.get("dag_id"),
-        "dag_run_id": info.get("dag_run_id"),
-        "source_table": info.get("source_table"),
-        "params": json.dumps(info.get("params", {}), sort_keys=True, default=str),
-        "n_users": counts["n_users"],
-        "n_items": counts["n_items"],
-        "n_ratings": counts["n_ratings"],
-        "n_train": counts["n_train"],
-        "n_valid": counts["n_valid"],
-        **{c: metrics.get(c) for c in METRIC_COLUMNS},
-        "loss": str(metrics.get("config", {}).get("loss", "squared")),
-        "optimizer": metrics.get("config", {}).get("optimizer"),
-        "timings": json.dumps(info.get("timings", {}), sort_keys=True),
-        "history": json.dumps(metrics.get("history", [])),
-        "global_mean": global_mean,
-    }
-    staged = StagedModel(model_id, users, items, predictions, run, metrics)
+    staged = StagedModel(model_id, users, items, predictions, run, metrics, candidate_runs)
     staged.id_kind("user"), staged.id_kind("item")  # refuse other id types up front
     return staged

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from factorflow.identifiers import quote_identifier
 from factorflow.paths import read_queries, read_sql
@@ -74,6 +74,7 @@ def publish_model(
     run_info: Mapping[str, Any] | None = None,
     keep: int = 5,
     lock_timeout: float = 60.0,
+    candidates: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Write one trained model's tables in a single transaction.
 
@@ -90,6 +91,9 @@ def publish_model(
         keep: models kept (newest first); older ones are deleted in the same
             transaction. The ``current_*`` views then show this model.
         lock_timeout: seconds to wait for another writer's lock.
+        candidates: a sweep's train-stage output directories (this model's
+            included); each gets a ``model_runs`` row with ``candidate_of`` =
+            ``model_id`` and no factors, in the same transaction.
 
     Returns:
         JSON-safe summary: warehouse, schema, model id and row counts per table.
@@ -99,7 +103,7 @@ def publish_model(
     if int(keep) < 1:
         raise ValueError(f"keep must be >= 1 (the new model is always kept), got {keep}")
     quoted_schema = quote_identifier(schema)
-    staged = stage_model(model_id, model_dir, matrix_dir, run_info)
+    staged = stage_model(model_id, model_dir, matrix_dir, run_info, candidates)
     if (pg := _postgres(warehouse)) is not None:
         return pg.publish(warehouse, staged, schema=schema, keep=int(keep),
                           lock_timeout=lock_timeout)
@@ -124,7 +128,8 @@ def publish_model(
                 con.execute(statement, {"model_id": model_id})
             for name in ("insert_user_factors", "insert_item_factors", "insert_predictions"):
                 con.execute(q[name], {"model_id": model_id})
-            con.execute(q["insert_model_run"], staged.run)
+            for run in (staged.run, *staged.candidates):
+                con.execute(q["insert_model_run"], run)
             con.execute(q["point_current"], {"model_id": model_id})
             for statement in statements(q["retain"]):
                 con.execute(statement, {"keep": int(keep)} if "$keep" in statement else None)

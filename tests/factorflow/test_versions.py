@@ -152,3 +152,19 @@ def test_current_factor_views_have_the_current_models_width(backend, small_model
             == {width}
         assert len(_query(backend, "similar_items", item_id=load_matrices(
             small_model["matrix_dir"]).item_ids[0], n=3)) == 3
+
+
+def test_sweep_candidates_are_recorded_and_retired_with_their_model(backend, small_model):
+    model_dir = small_model["model_dir"]
+    publish_model(backend.target, model_id="sweep", model_dir=model_dir,
+                  matrix_dir=small_model["matrix_dir"], schema=backend.schema,
+                  candidates=[model_dir, model_dir])
+    rows = backend.fetch("SELECT model_id, candidate_of FROM {schema}.model_runs ORDER BY model_id")
+    assert rows == [("sweep", None), ("sweep/candidate-0", "sweep"), ("sweep/candidate-1", "sweep")]
+    assert backend.current() == ["sweep"]
+    with pytest.raises(LookupError, match="no kept model"):  # candidates have no factors
+        rollback(backend.target, to="sweep/candidate-0", schema=backend.schema)
+    _publish(backend, small_model, "m2", keep=5)  # candidates do not count against keep
+    assert backend.count("model_runs") == 4
+    _publish(backend, small_model, "m3", keep=1)  # retiring "sweep" retires its candidates
+    assert backend.fetch("SELECT model_id FROM {schema}.model_runs") == [("m3",)]

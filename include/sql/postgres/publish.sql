@@ -46,8 +46,13 @@ CREATE TABLE IF NOT EXISTS {schema}.model_runs (
     timings             JSONB,
     history             JSONB,
     created_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
-    global_mean         DOUBLE PRECISION
+    global_mean         DOUBLE PRECISION,
+    candidate_of        TEXT
 )
+
+-- name: migrate_model_runs
+-- A sweep's candidates: rows with the published model's id here, no factors.
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS candidate_of TEXT
 
 -- name: create_pointer
 -- Which kept model the current_* views show: the newest publish, or a rollback.
@@ -105,7 +110,8 @@ WHERE table_schema = %(schema)s AND table_name = %(table)s AND column_name = %(c
 DELETE FROM {schema}.predictions WHERE model_id = ANY(%(model_ids)s);
 DELETE FROM {schema}.user_factors WHERE model_id = ANY(%(model_ids)s);
 DELETE FROM {schema}.item_factors WHERE model_id = ANY(%(model_ids)s);
-DELETE FROM {schema}.model_runs WHERE model_id = ANY(%(model_ids)s);
+DELETE FROM {schema}.model_runs WHERE model_id = ANY(%(model_ids)s)
+                                  OR candidate_of = ANY(%(model_ids)s);
 
 -- name: copy_user_factors
 COPY {schema}.user_factors (model_id, user_id, bias, factors) FROM STDIN WITH (FORMAT csv, HEADER true)
@@ -121,13 +127,13 @@ INSERT INTO {schema}.model_runs (
     model_id, dag_id, dag_run_id, source_table, params, n_users, n_items,
     n_ratings, n_train, n_valid, rank, loss, optimizer, epochs_run, best_epoch, train_rmse,
     train_mae, valid_rmse, valid_mae, baseline_valid_rmse, baseline_valid_mae,
-    fit_seconds, ratings_per_second, timings, history, global_mean
+    fit_seconds, ratings_per_second, timings, history, global_mean, candidate_of
 ) VALUES (
     %(model_id)s, %(dag_id)s, %(dag_run_id)s, %(source_table)s, %(params)s::jsonb, %(n_users)s,
     %(n_items)s, %(n_ratings)s, %(n_train)s, %(n_valid)s, %(rank)s, %(loss)s, %(optimizer)s,
     %(epochs_run)s, %(best_epoch)s, %(train_rmse)s, %(train_mae)s, %(valid_rmse)s, %(valid_mae)s,
     %(baseline_valid_rmse)s, %(baseline_valid_mae)s, %(fit_seconds)s, %(ratings_per_second)s,
-    %(timings)s::jsonb, %(history)s::jsonb, %(global_mean)s
+    %(timings)s::jsonb, %(history)s::jsonb, %(global_mean)s, %(candidate_of)s
 )
 
 -- name: point_current
@@ -137,8 +143,9 @@ ON CONFLICT (name) DO UPDATE SET model_id = EXCLUDED.model_id
 -- name: expired_models
 -- Keep the newest %(keep)s models (and always the current one).
 SELECT model_id FROM {schema}.model_runs
-WHERE model_id NOT IN (SELECT model_id FROM {schema}.current_pointer)
-  AND model_id NOT IN (SELECT model_id FROM {schema}.model_runs
+WHERE candidate_of IS NULL
+  AND model_id NOT IN (SELECT model_id FROM {schema}.current_pointer)
+  AND model_id NOT IN (SELECT model_id FROM {schema}.model_runs WHERE candidate_of IS NULL
                        ORDER BY created_at DESC, model_id DESC LIMIT %(keep)s)
 
 -- name: create_views
@@ -165,4 +172,4 @@ FROM {schema}.current_item_factors f CROSS JOIN {schema}.current_model m
 UPDATE {schema}.current_pointer SET model_id = %(model_id)s WHERE name = 'current'
 
 -- name: model_exists
-SELECT count(*) FROM {schema}.model_runs WHERE model_id = %(model_id)s
+SELECT count(*) FROM {schema}.model_runs WHERE model_id = %(model_id)s AND candidate_of IS NULL

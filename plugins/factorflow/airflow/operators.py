@@ -189,7 +189,9 @@ class TrainFactorsOperator(_StageOperator):
     def execute(self, context: "Context") -> dict[str, Any]:
         from factorflow.training_run import train_factors
 
-        out = run_dir(self.artifacts_dir, context) / "model"
+        map_index = getattr(context["ti"], "map_index", -1)
+        name = "model" if map_index is None or map_index < 0 else f"model-{map_index}"
+        out = run_dir(self.artifacts_dir, context) / name  # one directory per sweep candidate
         return self._run(context, train_factors, self.matrix_dir, out, top_n=int(self.top_n),
                          log_fn=self.log.info, **self.train_config)
 
@@ -208,17 +210,21 @@ class PublishFactorsOperator(_StageOperator):
         keep: models kept after this one is published (templated).
         warehouse_conn_id: Airflow connection (postgres or duckdb) to publish
             into; empty uses ``warehouse`` (templated).
+        candidates: a sweep's train output directories, recorded in
+            ``model_runs`` with ``candidate_of`` = this model (templated).
     """
 
     template_fields: Sequence[str] = ("warehouse", "schema", "model_dir", "matrix_dir",
                                       "source_table", "run_params", "timings", "keep",
-                                      "warehouse_conn_id")
+                                      "warehouse_conn_id", "candidates")
     stage = "publish"
 
     def __init__(self, *, warehouse: str, schema: str, model_dir: Any, matrix_dir: Any,
                  source_table: str, run_params: Any = None, timings: Any = None,
-                 keep: Any = 5, warehouse_conn_id: str | None = None, **kwargs: Any):
+                 keep: Any = 5, warehouse_conn_id: str | None = None, candidates: Any = (),
+                 **kwargs: Any):
         super().__init__(**kwargs)
+        self.candidates = candidates
         self.warehouse = warehouse
         self.warehouse_conn_id = warehouse_conn_id
         self.schema = schema
@@ -238,7 +244,8 @@ class PublishFactorsOperator(_StageOperator):
                 "timings": dict(self.timings or {})}
         summary = self._run(context, publish_model, target, model_id=model_id_for(context),
                             model_dir=self.model_dir, matrix_dir=self.matrix_dir,
-                            schema=self.schema, run_info=info, keep=int(self.keep))
+                            schema=self.schema, run_info=info, keep=int(self.keep),
+                            candidates=list(self.candidates or ()))
         # Consumers scheduled on these assets learn where the new model is.
         for asset in self.outlets:
             context["outlet_events"][asset].extra = {

@@ -1,0 +1,97 @@
+"""tune_factorization: train a grid (or a random sample) of candidates from one built
+matrix, record every candidate in ``model_runs``, publish only the best.
+
+Wiring only. ``train`` is mapped over the candidates (dynamic task mapping,
+``expand``) and runs on the GPU queue; ``pick`` chooses the lowest validation
+RMSE; ``publish`` writes that model and one ``model_runs`` row per candidate
+(``candidate_of`` = the published model) in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param, task
+
+from factorflow.airflow.assets import PUBLISHED
+from factorflow.airflow.operators import PublishFactorsOperator, TrainFactorsOperator
+from factorflow.airflow.params import TRAIN_PARAMS, data_params, train_params
+from factorflow.airflow.stages import ingest, publish_kwargs
+from factorflow.paths import default_artifacts_dir
+
+ARTIFACTS = default_artifacts_dir()
+GPU_QUEUE = os.environ.get("FACTORFLOW_GPU_QUEUE", "gpu")
+
+with DAG(
+    dag_id="tune_factorization",
+    description="Hyperparameter sweep: train candidates in parallel, publish the best",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    max_active_tasks=4,
+    render_template_as_native_obj=True,
+    tags=["factorflow", "recommender", "jax", "sweep"],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "owner": "factorflow"},
+    params={
+        **data_params(),
+        **train_params(),
+        "space": Param({"rank": [8, 16], "optimizer": ["gibbs", "adam"]}, type="object",
+                       minProperties=1, maxProperties=16,
+                       additionalProperties={"type": "array", "minItems": 1, "maxItems": 64},
+                       description="Search space: a setting (rank, reg, learning_rate, "
+                                   "optimizer, loss, epochs, ...) -> list of values; the "
+                                   "other settings come from the fields above."),
+        "search": Param("grid", type="string", enum=["grid", "random"],
+                        description="grid: every combination; random: `samples` of them."),
+        "samples": Param(None, type=["null", "integer"], minimum=1, maximum=64,
+                         description="Candidates drawn by a random search (seeded by `seed`)."),
+    },
+    doc_md=__doc__,
+) as dag:
+    stages = ingest(ARTIFACTS)
+
+    @task(task_id="plan")
+    def plan(params=None) -> list[dict]:
+        """One TrainConfig per candidate: the form's settings, overridden by the space."""
+        from factorflow.sweeps import plan_candidates
+
+        base = {name: params[name] for name in TRAIN_PARAMS}
+        grid = plan_candidates(params["space"], search=params["search"],
+                               samples=params["samples"], seed=params["seed"])
+        return [{**base, **candidate} for candidate in grid]
+
+    candidates = plan()
+    train = TrainFactorsOperator.partial(
+        task_id="train",
+        queue=GPU_QUEUE,
+        matrix_dir=stages.build.output["matrix_dir"],
+        artifacts_dir=ARTIFACTS,
+        top_n="{{ params.top_n }}",
+    ).expand(train_config=candidates)
+
+    @task(task_id="pick")
+    def pick(summaries) -> dict:
+        """The candidate with the lowest validation RMSE, and every candidate's directory."""
+        from factorflow.sweeps import best_candidate
+
+        summaries = list(summaries)
+        best = best_candidate(summaries)
+        return {"model_dir": summaries[best]["model_dir"], "best": best,
+                "valid_rmse": summaries[best]["valid_rmse"],
+                "candidates": [s["model_dir"] for s in summaries],
+                "train_seconds": round(sum(s["seconds"] for s in summaries), 3)}
+
+    best = pick(train.output)
+    publish = PublishFactorsOperator(
+        task_id="publish",
+        outlets=PUBLISHED,
+        model_dir=best["model_dir"],
+        candidates=best["candidates"],
+        timings={"extract": stages.extract.output["seconds"],
+                 "validate": stages.validate.output["seconds"],
+                 "build": stages.build.output["seconds"], "train": best["train_seconds"]},
+        **publish_kwargs(stages),
+    )
+    stages.build >> candidates >> train >> best >> publish

@@ -22,7 +22,7 @@ export JAX_PLATFORMS ?= cpu
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help demo test install airflow-db services clean bench
+.PHONY: help demo test install airflow-db services browser clean bench
 
 help:
 	@echo "make demo   build the demo warehouse, run the DAG through Airflow, show the result"
@@ -50,7 +50,7 @@ demo: $(STAMP) airflow-db
 	@airflow dags test factorize_ratings > $(AIRFLOW_HOME)/demo-run.log 2>&1 || { tail -n 80 $(AIRFLOW_HOME)/demo-run.log; exit 1; }
 	@factorflow show --warehouse "$(FACTORFLOW_WAREHOUSE)"
 
-test: $(STAMP) airflow-db services
+test: $(STAMP) airflow-db services browser
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) for the tests that name
@@ -71,6 +71,20 @@ services:
 	fi
 	@if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then \
 	  echo "note: no Redis on 127.0.0.1:6379; the Celery tests will skip"; fi
+
+# Debian's chromium + chromium-driver for the UI test: installed when apt-get runs
+# as root here; otherwise that test skips with the reason.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian chromium and chromium-driver for the UI test (log: /tmp/factorflow-apt.log)"; \
+	    { timeout 900 apt-get install -y -q chromium chromium-driver || \
+	      { timeout 300 apt-get update -q && timeout 900 apt-get install -y -q chromium chromium-driver; }; \
+	    } > /tmp/factorflow-apt.log 2>&1 || echo "note: could not install chromium; the browser test will skip"; \
+	  else \
+	    echo "note: chromium/chromedriver not installed (needs root and apt-get); the browser test will skip"; \
+	  fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_HOME) data

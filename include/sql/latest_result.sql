@@ -15,3 +15,15 @@ ORDER BY rank
 
 -- name: first_user
 SELECT min(user_id) FROM {schema}.predictions WHERE model_id = $model_id
+
+-- name: model_runs
+-- Every kept model run (published models and sweep candidates), newest first.
+SELECT r.model_id, r.created_at, r.dag_run_id, r.rank, r.loss, r.optimizer, r.epochs_run,
+       r.valid_rmse, r.baseline_valid_rmse, r.fit_seconds, r.candidate_of,
+       r.model_id IN (SELECT model_id FROM {schema}.current_pointer) AS is_current
+FROM {schema}.model_runs r
+ORDER BY r.created_at DESC, r.candidate_of NULLS FIRST, r.model_id
+LIMIT $limit
+
+-- name: run_history
+SELECT CAST(history AS VARCHAR) FROM {schema}.model_runs WHERE model_id = $model_id

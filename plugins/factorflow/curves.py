@@ -26,16 +26,29 @@ def save_history(history: Sequence[dict[str, Any]], out_dir: str | Path, *,
     Raises:
         ValueError: the history is empty.
     """
+    out = Path(out_dir)
+    png = render_curve(history, title=title)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / HISTORY_FILE).write_text(json.dumps(list(history), indent=1, default=float))
+    (out / CURVES_FILE).write_bytes(png)
+    return {"history": str(out / HISTORY_FILE), "curves": str(out / CURVES_FILE)}
+
+
+def render_curve(history: Sequence[dict[str, Any]], *, title: str = "") -> bytes:
+    """PNG bytes (700 x 400) of training loss and validation/test RMSE by epoch.
+
+    Raises:
+        ValueError: the history is empty.
+    """
     if not history:
         raise ValueError("no epochs in the history: nothing to plot")
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / HISTORY_FILE).write_text(json.dumps(list(history), indent=1, default=float))
     epochs = [h["epoch"] for h in history]
     fig, loss_ax = plt.subplots(figsize=(7, 4), dpi=100)
     try:
@@ -55,7 +68,8 @@ def save_history(history: Sequence[dict[str, Any]], out_dir: str | Path, *,
             loss_ax.legend(handles=handles, loc="upper right")
         loss_ax.set_title(title or "training curve")
         fig.tight_layout()
-        fig.savefig(out / CURVES_FILE, format="png")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
     finally:
         plt.close(fig)
-    return {"history": str(out / HISTORY_FILE), "curves": str(out / CURVES_FILE)}
+    return buffer.getvalue()

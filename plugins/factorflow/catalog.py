@@ -1,0 +1,41 @@
+"""The warehouse's catalog of model runs, for people: listing runs and their curves."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def list_runs(warehouse: Any, *, schema: str = "factorflow", limit: int = 200) -> list[dict[str, Any]]:
+    """Kept model runs, newest first (published models and sweep candidates).
+
+    Returns:
+        One dict per run: model_id, created_at, dag_run_id, rank, loss,
+        optimizer, epochs_run, valid_rmse, baseline_valid_rmse, fit_seconds,
+        candidate_of, is_current. Empty when nothing is published yet.
+    """
+    from factorflow.warehouse import run_query
+
+    try:
+        columns, rows = run_query(warehouse, "latest_result.sql", "model_runs", schema=schema,
+                                  params={"limit": int(limit)})
+    except LookupError:
+        return []
+    return [dict(zip(columns, row)) for row in rows]
+
+
+def run_curve(warehouse: Any, model_id: str, *, schema: str = "factorflow") -> bytes:
+    """PNG of one run's training loss and validation RMSE, drawn from ``model_runs.history``.
+
+    Raises:
+        LookupError: no such run, or it has no history.
+    """
+    from factorflow.curves import render_curve
+    from factorflow.warehouse import run_query
+
+    _, rows = run_query(warehouse, "latest_result.sql", "run_history", schema=schema,
+                        params={"model_id": model_id})
+    history = json.loads(rows[0][0]) if rows and rows[0][0] else []
+    if not history:
+        raise LookupError(f"no run {model_id!r} with a history in schema {schema}")
+    return render_curve(history, title=model_id)

@@ -1,0 +1,120 @@
+"""The factorflow page in the Airflow UI, served by a real api-server: anonymous
+requests are refused without data; a logged-in user sees the model runs in a
+real headless Chromium, and a screenshot is saved."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = ROOT / ".test-artifacts"
+PATHS = ("/factorflow/", "/factorflow/api/runs", "/factorflow/curve.png?model_id=demo-run")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, small_model):
+    from factorflow.warehouse import publish_model
+    from tests.stack import AirflowStack
+    from tests.warehouses import postgres_skip_reason
+
+    if reason := postgres_skip_reason():
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("ui")
+    warehouse = root / "warehouse.duckdb"
+    publish_model(warehouse, model_id="demo-run", model_dir=small_model["model_dir"],
+                  matrix_dir=small_model["matrix_dir"], candidates=[small_model["model_dir"]],
+                  run_info={"dag_id": "factorize_ratings", "dag_run_id": "demo-run"})
+    stack = AirflowStack(root / "airflow", env={"FACTORFLOW_WAREHOUSE": str(warehouse)})
+    try:
+        stack.start({}, api_server_only=True)
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("token", [None, "not-a-jwt"])
+def test_anonymous_or_forged_requests_get_no_data(stack, path, token):
+    status, body = stack.request("GET", path, token=token)
+    assert status in (401, 403), (status, body)
+    assert "demo-run" not in str(body) and "valid_rmse" not in str(body)
+
+
+def test_an_authenticated_user_gets_the_runs_and_curves(stack):
+    status, runs = stack.request("GET", "/factorflow/api/runs")
+    assert status == 200, runs
+    by_id = {r["model_id"]: r for r in runs}
+    assert by_id["demo-run"]["is_current"] and by_id["demo-run"]["valid_rmse"] > 0
+    assert by_id["demo-run/candidate-0"]["candidate_of"] == "demo-run"
+    import urllib.request
+
+    request = urllib.request.Request(stack.base + PATHS[2])
+    request.add_header("Authorization", f"Bearer {stack.token()}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Type"] == "image/png"
+        assert response.read()[:8] == b"\x89PNG\r\n\x1a\n"
+    status, _ = stack.request("GET", "/factorflow/curve.png?model_id=nope")
+    assert status == 404
+    # the plugin's view is listed for the UI's navigation
+    status, plugins = stack.request("GET", "/api/v2/plugins")
+    [plugin] = [p for p in plugins["plugins"] if p["name"] == "factorflow"]
+    assert plugin["external_views"][0]["href"] == "/factorflow/"
+
+
+def _browser():
+    """Headless Debian Chromium through Selenium, or a skip naming what is missing."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("Debian chromium and chromium-driver are not installed "
+                    "(make test installs them when it can run apt-get as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1400,900"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_the_page_renders_in_chromium_after_logging_in(stack):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = _browser()
+    try:
+        wait = WebDriverWait(browser, 60)
+        browser.get(stack.base + "/factorflow/")  # not logged in: refused
+        assert "demo-run" not in browser.page_source
+        browser.get(stack.base + "/auth/login")
+        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys("admin")
+        browser.find_element(By.NAME, "password").send_keys(stack.password())
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda b: b.get_cookie("_token"))
+        browser.get(stack.base + "/factorflow/")
+        row = wait.until(ec.presence_of_element_located(
+            (By.CSS_SELECTOR, 'tr.current[data-model-id="demo-run"]')))
+        assert "demo-run" in row.text
+        wait.until(lambda b: b.execute_script(
+            "return [...document.images].every(i => i.complete && i.naturalWidth > 0)"))
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "factorflow-model-runs.png"
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        # the same page inside the Airflow UI, under the plugin's nav entry
+        browser.get(stack.base + "/plugin/factorflow")
+        wait.until(ec.presence_of_element_located((By.TAG_NAME, "iframe")))
+        time.sleep(2)
+        browser.save_screenshot(str(ARTIFACTS / "factorflow-in-airflow-ui.png"))
+        print(f"\nscreenshots: {shot} and {ARTIFACTS / 'factorflow-in-airflow-ui.png'}")
+    finally:
+        browser.quit()

@@ -24,10 +24,14 @@ DUCKDB_ID_TYPES = {"integer": "BIGINT", "string": "VARCHAR"}
 
 
 def _postgres(warehouse: Any) -> Any:
-    """The PostgreSQL back end when ``warehouse`` names a Postgres target, else None."""
+    """The PostgreSQL publisher module when ``warehouse`` names a Postgres target, else None."""
     from factorflow import postgres
 
-    return postgres if postgres.is_postgres(warehouse) else None
+    if not postgres.is_postgres(warehouse):
+        return None
+    from factorflow import postgres_publisher
+
+    return postgres_publisher
 
 
 class WarehouseLockedError(RuntimeError):
@@ -118,11 +122,7 @@ def publish_model(
         con.register("staged_predictions", staged.predictions)
         con.execute("BEGIN TRANSACTION")
         try:
-            for name in ("create_schema", "create_model_runs", "migrate_model_runs",
-                         "create_pointer", "create_user_factors", "create_item_factors",
-                         "create_predictions", "create_views"):
-                for statement in statements(q[name]):
-                    con.execute(statement)
+            create_schema_objects(con.execute, q)
             _check_id_types(con, q["column_type"], schema, staged)
             for statement in statements(q["delete_model"]):
                 con.execute(statement, {"model_id": model_id})
@@ -175,6 +175,20 @@ def rollback(warehouse: Any, *, to: str, schema: str = "factorflow") -> dict[str
     return {"warehouse": str(warehouse), "schema": schema, "current_model": to}
 
 
+#: Named queries that create or migrate the published schema, in order (a
+#: dialect's file may lack some, e.g. DuckDB needs no SQL functions).
+SCHEMA_STEPS = ("create_schema", "create_model_runs", "migrate_model_runs", "create_pointer",
+                "create_user_factors", "create_item_factors", "create_predictions",
+                "create_functions", "create_views")
+
+
+def create_schema_objects(execute: Any, queries: Mapping[str, str]) -> None:
+    """Run every schema step a dialect's ``publish.sql`` defines, statement by statement."""
+    for name in SCHEMA_STEPS:
+        for statement in statements(queries.get(name, "")):
+            execute(statement)
+
+
 def statements(sql: str) -> list[str]:
     """The ``;``-separated statements of one named query, comments dropped.
 
@@ -220,8 +234,10 @@ def run_query(warehouse: Any, file: str, name: str, *, schema: str = "factorflow
     """
     import duckdb
 
-    if (pg := _postgres(warehouse)) is not None:
-        return pg.run_query(warehouse, file, name, schema=schema, params=params)
+    if _postgres(warehouse) is not None:
+        from factorflow.postgres import run_query as run_postgres_query
+
+        return run_postgres_query(warehouse, file, name, schema=schema, params=params)
     sql = read_queries(file)[name].format(schema=quote_identifier(schema))
     if not Path(warehouse).is_file():
         raise LookupError(f"no model published in {warehouse} schema {schema}: no such file")

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pytest
 
 from tests.conftest import ROOT, SMALL_DEMO

@@ -83,8 +83,16 @@ def publish(target: Any, staged: Any, *, schema: str, keep: int,
                 f"schema {schema} of PostgreSQL warehouse {target.name} is being published "
                 f"by another session after waiting {lock_timeout:.0f} s; held by {holder}"
             ) from exc
-        cur.execute("SET LOCAL lock_timeout = 0")
-        create_schema_objects(cur.execute, q)
+        # lock_timeout stays: a statement stuck behind another session's lock fails, and
+        # the task's retry tries again, instead of the publish hanging.
+        create_schema_objects(cur.execute, {k: v for k, v in q.items()
+                                            if k not in ("migrate_model_runs", "create_views")})
+        cur.execute(q["schema_state"], {"schema": schema})
+        migrated, n_views = cur.fetchone()
+        for name in ([] if migrated else ["migrate_model_runs"]) + (
+                ["create_views"] if not migrated or n_views < 5 else []):
+            for statement in statements(q[name]):
+                cur.execute(statement)
         _check_id_types(cur, q["column_type"], schema, staged)
         for statement in statements(q["delete_models"]):
             cur.execute(statement, {"model_ids": [staged.model_id]})

@@ -161,3 +161,20 @@ def test_postgres_publisher_killed_inside_its_transaction_changes_nothing(postgr
         proc.wait()
     assert backend.snapshot() == before
     assert backend.current() == ["m1"]
+
+
+def test_postgres_publish_does_not_wait_for_readers(postgres_backend, small_model):
+    """An analyst's open transaction on the current_* views does not block a publish."""
+    import psycopg
+
+    from tests.warehouses import PG_URI
+
+    backend = postgres_backend
+    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    with psycopg.connect(PG_URI) as reader:  # a transaction that stays open
+        reader.execute(f'SELECT count(*) FROM "{backend.schema}".current_predictions').fetchone()
+        reader.execute(f'SELECT * FROM "{backend.schema}".current_model').fetchall()
+        _publish(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=3)
+        # the reader's snapshot-independent view of the pointer moves on after commit
+        assert backend.current() == ["m2"]
+        reader.rollback()

@@ -168,3 +168,15 @@ def test_sweep_candidates_are_recorded_and_retired_with_their_model(backend, sma
     assert backend.count("model_runs") == 4
     _publish(backend, small_model, "m3", keep=1)  # retiring "sweep" retires its candidates
     assert backend.fetch("SELECT model_id FROM {schema}.model_runs") == [("m3",)]
+
+
+def test_postgres_tables_from_an_earlier_release_are_migrated(postgres_backend, small_model):
+    backend = postgres_backend
+    _publish(backend, small_model, "old")
+    # as published before sweeps existed: no candidate_of column (its views go with it)
+    backend.execute("ALTER TABLE {schema}.model_runs DROP COLUMN candidate_of CASCADE")
+    _publish(backend, small_model, "new")
+    assert backend.current() == ["new"]
+    assert backend.fetch("SELECT model_id, candidate_of FROM {schema}.model_runs ORDER BY model_id") \
+        == [("new", None), ("old", None)]
+    assert backend.count("current_predictions") > 0

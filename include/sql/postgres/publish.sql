@@ -102,6 +102,18 @@ RETURNS DOUBLE PRECISION LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     FROM unnest(a, b) AS t(x, y)
 $$;
 
+-- name: schema_state
+-- Whether model_runs has the newest column, and how many current_* views exist:
+-- ALTER TABLE and CREATE OR REPLACE VIEW take ACCESS EXCLUSIVE locks, which
+-- would queue behind (and then in front of) readers, so they run only when needed.
+SELECT (SELECT count(*) FROM information_schema.columns
+        WHERE table_schema = %(schema)s AND table_name = 'model_runs'
+          AND column_name = 'candidate_of'),
+       (SELECT count(*) FROM information_schema.views
+        WHERE table_schema = %(schema)s
+          AND table_name IN ('current_model', 'current_user_factors', 'current_item_factors',
+                             'current_predictions', 'current_popular_items'))
+
 -- name: column_type
 SELECT upper(data_type) FROM information_schema.columns
 WHERE table_schema = %(schema)s AND table_name = %(table)s AND column_name = %(column)s

@@ -85,3 +85,20 @@ def test_a_connection_of_another_type_fails_at_once_naming_it(dags, monkeypatch,
     assert str(ti.state) == "failed" and ti.try_number == 1  # not retried
     out = capfd.readouterr()
     assert "connection 'not_a_warehouse' has type 'http'" in out.out + out.err
+
+
+def test_a_postgres_source_can_feed_a_duckdb_warehouse(dags, postgres_backend, tmp_path):
+    from factorflow.demo import write_demo_warehouse
+    from tests.warehouses import Backend
+
+    pg = postgres_backend
+    write_demo_warehouse(PG_URI, table=f"{pg.schema}.ratings", **SMALL_DEMO)
+    warehouse = tmp_path / "wh.duckdb"
+    run = dags["factorize_ratings"].test(run_conf={
+        "source_conn_id": CONN_ID, "source_table": f"{pg.schema}.ratings",
+        "warehouse": str(warehouse), **CONF})
+    assert str(run.state) == "success"
+    duck = Backend("duckdb", warehouse, "factorflow")
+    assert duck.count("user_factors") == SMALL_DEMO["n_users"]
+    assert pg.fetch("SELECT count(*) FROM information_schema.tables WHERE table_schema = ?",
+                    pg.schema) == [(1,)]  # only the source table: nothing published there

@@ -32,6 +32,10 @@ def data_params() -> dict[str, Param]:
         "warehouse_conn_id": Param("", type="string", pattern=CONN_ID,
                                    description="Airflow connection of the warehouse (type postgres "
                                                "or duckdb). Empty: the DuckDB file below."),
+        "source_conn_id": Param("", type="string", pattern=CONN_ID,
+                                description="Airflow connection holding the source table when it "
+                                            "is not the warehouse (postgres or duckdb); empty: "
+                                            "read from the warehouse."),
         "warehouse": Param(default_warehouse(), type="string", minLength=1,
                            description="DuckDB warehouse file, used when no connection is given; "
                                        "models are published into the same warehouse."),

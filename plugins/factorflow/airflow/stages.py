@@ -26,7 +26,7 @@ def ingest(artifacts_dir: str) -> Ingest:
     extract = ExtractRatingsOperator(
         task_id="extract",
         warehouse="{{ params.warehouse }}",
-        warehouse_conn_id="{{ params.warehouse_conn_id }}",
+        warehouse_conn_id="{{ params.source_conn_id or params.warehouse_conn_id }}",
         source_table="{{ params.source_table }}",
         artifacts_dir=artifacts_dir,
     )

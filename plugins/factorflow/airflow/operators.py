@@ -224,7 +224,6 @@ class PublishFactorsOperator(_StageOperator):
                  keep: Any = 5, warehouse_conn_id: str | None = None, candidates: Any = (),
                  **kwargs: Any):
         super().__init__(**kwargs)
-        self.candidates = candidates
         self.warehouse = warehouse
         self.warehouse_conn_id = warehouse_conn_id
         self.schema = schema
@@ -234,6 +233,7 @@ class PublishFactorsOperator(_StageOperator):
         self.run_params = run_params
         self.timings = timings
         self.keep = keep
+        self.candidates = candidates
 
     def execute(self, context: "Context") -> dict[str, Any]:
         from factorflow.warehouse import publish_model

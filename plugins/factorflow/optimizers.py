@@ -158,6 +158,9 @@ def full_batch_epoch(params, opt_state, data: SparseRatings | DenseRatings, hype
         params = optax.apply_updates(params, updates)
         return ((project_nonneg(params) if spec.nonneg else params), opt_state), value
 
+    if spec.steps == 1:  # the default: no loop, so XLA updates the tables in place
+        (params, opt_state), value = one_step((params, opt_state), None)
+        return params, opt_state, value
     (params, opt_state), values = jax.lax.scan(one_step, (params, opt_state), None,
                                                length=spec.steps)
     return params, opt_state, values[-1]

@@ -25,11 +25,13 @@ T = TypeVar("T")
 
 # Module level, so compiled epochs are shared by every fit with the same static
 # settings and data shapes. The data are arguments, not closed-over constants,
-# so XLA does not bake the training set into the program.
-single_epoch = jax.jit(train_epoch, static_argnames=("spec",))
+# so XLA does not bake the training set into the program. The optimizer state
+# is donated (the caller only ever uses the returned one), so its moments are
+# updated in place; the parameters are not, since fit keeps the best epoch's.
+single_epoch = jax.jit(train_epoch, static_argnames=("spec",), donate_argnums=(1,))
 
 
-@partial(jax.jit, static_argnames=("spec",))
+@partial(jax.jit, static_argnames=("spec",), donate_argnums=(1,))
 def batched_epoch(params, opt_state, keys, epoch, data, valid, hyper, *, spec):
     """:func:`factorflow.optimizers.train_epoch` over ``[R]`` restarts at once.
 

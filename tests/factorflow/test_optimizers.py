@@ -198,18 +198,19 @@ class TestTrainEpoch:
         s = spec("adam")
         state = make_optimizer(s, hyper()).init(params)
         args = (jax.random.key(0), np.int32(1), data, data, hyper())
-        new, _, stats = single_epoch(params, state, *args, spec=s)
+        fresh = lambda tree: jax.tree.map(jnp.copy, tree)  # single_epoch donates opt_state
+        new, _, stats = single_epoch(params, fresh(state), *args, spec=s)
         p = [np.asarray(a, np.float64) for a in new]
         u, i, r = (np.asarray(a) for a in data[:3])
         pred = p[0] + p[1][u] + p[2][i] + np.sum(p[3][u] * p[4][i], 1)
         assert float(stats.valid_rmse) == pytest.approx(np.sqrt(np.mean((pred - r) ** 2)), rel=1e-5)
         assert bool(stats.finite)
         bad = params._replace(user_factors=np.full_like(params.user_factors, np.nan))
-        _, _, stats = single_epoch(bad, state, *args, spec=s)
+        _, _, stats = single_epoch(bad, fresh(state), *args, spec=s)
         assert not bool(stats.finite)
         # Same static settings and shapes: no second compilation.
         size = single_epoch._cache_size()
-        single_epoch(params, state, *args, spec=s)
+        single_epoch(params, fresh(state), *args, spec=s)
         assert single_epoch._cache_size() == size
 
 

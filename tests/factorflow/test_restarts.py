@@ -80,10 +80,11 @@ class TestBatchedEpoch:
         keys = restart_keys(jax.random.key(1), 3)
         state = init_state(keys, np.float32(3.0), HYPER, spec=SPEC, batched=True, **SHAPE)
         args = (np.int32(1), data, data, HYPER)
-        params, opt_state, stats = batched_epoch(*state, keys, *args, spec=SPEC)
+        fresh = lambda tree: jax.tree.map(jnp.copy, tree)  # the epochs donate opt_state
+        params, opt_state, stats = batched_epoch(*fresh(state), keys, *args, spec=SPEC)
         assert stats.loss.shape == stats.valid_rmse.shape == (3,)
         for r in range(3):
-            one = single_epoch(*take_restart(state, r), keys[r], *args, spec=SPEC)
+            one = single_epoch(*fresh(take_restart(state, r)), keys[r], *args, spec=SPEC)
             close(take_restart((params, opt_state, stats), r), one)
         size = batched_epoch._cache_size()
         batched_epoch(params, opt_state, keys, np.int32(2), data, data, HYPER, spec=SPEC)

@@ -10,10 +10,11 @@ import duckdb
 import pytest
 
 from tests.conftest import ROOT, SMALL_DEMO
+from tests.dags.helpers import task_states
+from tests.warehouses import Backend
 
 pytestmark = pytest.mark.integration
 
-TABLES = ("model_runs", "user_factors", "item_factors", "predictions")
 TASKS = ("extract", "validate", "build", "train", "publish")
 CONF = {"rank": 8, "epochs": 40, "top_n": 5, "min_rows": 1000}
 
@@ -43,18 +44,12 @@ def warehouse(tmp_path_factory):
     return path
 
 
-def _states(dag_run) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _snapshot(path: Path) -> dict:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return {t: sorted(con.execute(f"SELECT * FROM factorflow.{t}").fetchall(), key=repr)
-                for t in TABLES}
+    return Backend("duckdb", path, "factorflow").snapshot()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +59,7 @@ def good_run(dag, warehouse):
 
 
 def test_every_task_succeeds(good_run):
-    assert _states(good_run) == {t: "success" for t in TASKS}
+    assert task_states(good_run) == {t: "success" for t in TASKS}
     assert str(good_run.state) == "success"
 
 
@@ -132,7 +127,7 @@ def test_bad_input_fails_at_validate_and_keeps_the_published_model(
 
     dag_run = dag.test(run_conf={"warehouse": str(warehouse), "source_table": f"raw.{case}", **CONF})
 
-    states = _states(dag_run)
+    states = task_states(dag_run)
     assert states["extract"] == "success" and states["validate"] == "failed"
     assert all(states[t] == "upstream_failed" for t in ("build", "train", "publish"))
     out = capfd.readouterr()
@@ -183,7 +178,7 @@ def test_publish_emits_asset_events_and_the_downstream_dag_materializes(good_run
     downstream = DagBag(dag_folder=str(ROOT / "dags")).dags["recommendations_daily"]
     assert "factorflow.current_predictions" in str(downstream.timetable.asset_condition)
     run = downstream.test(run_conf={"warehouse": str(warehouse)})
-    assert _states(run) == {"materialize": "success"}
+    assert task_states(run) == {"materialize": "success"}
     with duckdb.connect(str(warehouse), read_only=True) as con:
         daily = con.execute("SELECT count(*), count(DISTINCT model_id), min(day) = current_date "
                             "FROM factorflow.recommendations_daily").fetchone()

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tests.conftest import ROOT, SMALL_DEMO
+from tests.dags.helpers import task_states
 from tests.warehouses import PG_URI
 
 pytestmark = pytest.mark.integration
@@ -28,10 +29,6 @@ def dags(tmp_path, monkeypatch):
     return bag.dags
 
 
-def _states(dag_run):
-    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-
-
 def test_the_dag_runs_on_a_postgres_warehouse(dags, postgres_backend):
     from factorflow.demo import write_demo_warehouse
 
@@ -40,7 +37,7 @@ def test_the_dag_runs_on_a_postgres_warehouse(dags, postgres_backend):
     conf = {"warehouse_conn_id": CONN_ID, "source_table": f"{pg.schema}.ratings",
             "schema": pg.schema, **CONF}
     run = dags["factorize_ratings"].test(run_conf=conf)
-    assert _states(run) == {t: "success" for t in ("extract", "validate", "build", "train", "publish")}
+    assert task_states(run) == {t: "success" for t in ("extract", "validate", "build", "train", "publish")}
     [(model_id, n_users, n_items, rmse, baseline, params)] = pg.fetch(
         "SELECT model_id, n_users, n_items, valid_rmse, baseline_valid_rmse, params "
         "FROM {schema}.model_runs")
@@ -63,7 +60,7 @@ def test_the_dag_runs_on_a_postgres_warehouse(dags, postgres_backend):
     assert "password" not in json.dumps(extras)
     daily = dags["recommendations_daily"].test(
         run_conf={"warehouse_conn_id": CONN_ID, "schema": pg.schema})
-    assert _states(daily) == {"materialize": "success"}
+    assert task_states(daily) == {"materialize": "success"}
     assert pg.fetch("SELECT count(*), count(DISTINCT model_id) FROM {schema}.recommendations_daily") \
         == [(pg.count("current_predictions"), 1)]
 
@@ -71,7 +68,7 @@ def test_the_dag_runs_on_a_postgres_warehouse(dags, postgres_backend):
     before = pg.snapshot()
     pg.execute("UPDATE {schema}.ratings SET rating = 9 WHERE mod(user_id, 89) = 0")
     bad = dags["factorize_ratings"].test(run_conf=conf)
-    states = _states(bad)
+    states = task_states(bad)
     assert states["validate"] == "failed" and states["publish"] == "upstream_failed"
     assert pg.snapshot() == before
 

@@ -10,20 +10,16 @@ import sys
 import threading
 import time
 
-import duckdb
 import pytest
 
 from factorflow.warehouse import WarehouseLockedError, publish_model
+from tests.warehouses import TABLES, Backend
 
 pytestmark = pytest.mark.integration
 
-TABLES = ("model_runs", "user_factors", "item_factors", "predictions")
-
 
 def _snapshot(path):
-    with duckdb.connect(str(path), read_only=True) as con:
-        return {t: sorted(con.execute(f"SELECT * FROM factorflow.{t}").fetchall(), key=repr)
-                for t in TABLES}
+    return Backend("duckdb", path, "factorflow").snapshot()
 
 
 def _publish(warehouse, small_model, model_id, **kw):
@@ -65,8 +61,7 @@ def test_publish_waits_out_a_short_lock(tmp_path, small_model):
         _publish(wh, small_model, "m2", lock_timeout=30)
     finally:
         holder.wait()
-    with duckdb.connect(str(wh), read_only=True) as con:
-        assert con.execute("SELECT model_id FROM factorflow.current_model").fetchall() == [("m2",)]
+    assert Backend("duckdb", wh, "factorflow").current() == ["m2"]
 
 
 def _hold_pg_lock(backend, seconds=None):

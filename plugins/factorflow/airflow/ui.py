@@ -12,6 +12,7 @@ file or a ``postgresql://`` URI); the schema ``$FACTORFLOW_UI_SCHEMA`` (default
 from __future__ import annotations
 
 import html
+import logging
 import os
 from typing import Any
 
@@ -22,6 +23,8 @@ try:  # the api-server's own authentication dependency
     from airflow.api_fastapi.core_api.security import get_user
 except ImportError:  # pragma: no cover - outside an api-server (e.g. a worker image)
     get_user = None
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (("model_id", "model"), ("created_at", "published"), ("rank", "rank"),
            ("optimizer", "optimizer"), ("loss", "loss"), ("epochs_run", "epochs"),
@@ -42,6 +45,8 @@ def _runs() -> list[dict[str, Any]]:
     try:
         return list_runs(warehouse, schema=schema)
     except Exception as exc:  # a locked file, an unreachable server: say so, briefly
+        log.warning("factorflow UI: cannot read model runs from %s schema %s: %s",
+                    warehouse if "://" not in warehouse else "the PostgreSQL warehouse", schema, exc)
         raise HTTPException(503, f"warehouse unavailable: {type(exc).__name__}") from exc
 
 

@@ -50,6 +50,7 @@ def extract_ratings(warehouse: Any, source_table: str, out_dir: str | Path) -> d
         ValueError: the table name is not a plain identifier, or the table is missing.
     """
     import duckdb
+    import pyarrow.parquet as pq
 
     from factorflow import postgres
 
@@ -78,9 +79,7 @@ def extract_ratings(warehouse: Any, source_table: str, out_dir: str | Path) -> d
                 raise ValueError(
                     f"source table {source_table!r} not found in {warehouse}: {exc}") from exc
             relation.write_parquet(str(tmp))
-    with duckdb.connect() as con:
-        (n_rows,) = con.execute("SELECT count(*) FROM read_parquet(?)", [str(tmp)]).fetchone()
-        columns = [d[0] for d in con.execute("SELECT * FROM read_parquet(?) LIMIT 0",
-                                             [str(tmp)]).description]
+    meta = pq.read_metadata(tmp)  # the footer alone: rows and columns, no scan
+    n_rows, columns = meta.num_rows, meta.schema.to_arrow_schema().names
     tmp.replace(path)  # readers never see a half-written artifact
     return {"path": str(path), "n_rows": int(n_rows), "columns": columns}

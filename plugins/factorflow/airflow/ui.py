@@ -72,7 +72,7 @@ def render_page(runs: list[dict[str, Any]]) -> str:
         link = f"curve.png?model_id={quote(str(run['model_id']), safe='')}"
         rows.append(f'<tr class="{kind}" data-model-id="{html.escape(str(run["model_id"]))}">'
                     f'{cells}<td><a href="{link}" target="_blank">'
-                    f'<img src="{link}" alt="curve" height="60"></a></td></tr>')
+                    f'<img src="{link}" alt="curve" height="60" loading="lazy"></a></td></tr>')
     body = "".join(rows) or f'<tr><td colspan="{len(COLUMNS) + 1}">no model published yet</td></tr>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>factorflow model runs</title>
@@ -112,6 +112,8 @@ def create_app() -> FastAPI:
             png = run_curve(warehouse, model_id, schema=schema)
         except LookupError as exc:
             raise HTTPException(404, "no such run") from exc
-        return Response(png, media_type="image/png")
+        # Drawn per request from the published history: let the browser keep it a while.
+        return Response(png, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=300"})
 
     return app

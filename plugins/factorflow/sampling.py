@@ -243,8 +243,11 @@ def _predict(x, other, self_idx, other_idx, mean, rank):
 
 
 @partial(jax.jit, static_argnames=("rank", "loss"))
-def half_step(x, other, alpha, key, counter, layout, obs, prior, *, rank, loss):
+def half_step(x, other, alpha, seed, counter, layout, obs, prior, *, rank, loss):
     """Resample one side's hyperparameters and rows given the other side, then alpha.
+
+    Random numbers come from ``fold_in(rbg_key(seed), counter)`` (the key is made
+    inside the program, so that a caller needs no eager JAX operation).
 
     Returns ``(new rows [R, D], their conditional means [R, D], alpha, finite)``,
     ``finite`` False when any new row or alpha is nan/inf.
@@ -254,7 +257,7 @@ def half_step(x, other, alpha, key, counter, layout, obs, prior, *, rank, loss):
     self_idx, other_idx, target, obs_weight = obs
     mean, beta0, nu0, w0_inv, a0, b0 = prior
     n_rows, d = x.shape
-    z = normals(jax.random.fold_in(key, counter), n_rows * d + d * d + 2 * d + 1)
+    z = normals(jax.random.fold_in(rbg_key(seed), counter), n_rows * d + d * d + 2 * d + 1)
     m, lam = normal_wishart_posterior(
         z[n_rows * d : -1], x, has, beta0=beta0, nu0=nu0, w0_inv=w0_inv)
     h, g = row_normal_equations(other, x, mean, row, col, val, weight,

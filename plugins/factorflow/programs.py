@@ -34,8 +34,10 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-#: In-process programs by key (disk or not).
-_LOADED: dict[str, Any] = {}
+#: In-process programs by key (disk or not), with the static values they were
+#: compiled for: holding those keeps an unstable value's ``repr`` address (part
+#: of its key) from being reused by another object while the entry lives.
+_LOADED: dict[str, tuple[Any, tuple]] = {}
 SUBDIR = "factorflow-programs"
 
 
@@ -115,7 +117,7 @@ def load(fn: Callable, args: tuple, *, name: str,
     static = static or {}
     key = program_key(name, args, static)
     if key in _LOADED:
-        return _LOADED[key]
+        return _LOADED[key][0]
     persist = all(_stable(v) is not None for v in static.values())
     directory = store_dir() if persist else None
     path = None if directory is None else directory / f"{key}.bin"
@@ -126,7 +128,7 @@ def load(fn: Callable, args: tuple, *, name: str,
             compiled, fresh = _compile(fn, args, static, f"{name}_{os.urandom(6).hex()}")
         if path is not None and fresh:
             _write(path, compiled)
-    _LOADED[key] = compiled
+    _LOADED[key] = compiled, tuple(static.values())
     return compiled
 
 

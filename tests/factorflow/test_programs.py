@@ -118,3 +118,20 @@ def test_keys_change_with_shapes_dtypes_and_static_values():
                                        {"rank": 2})
     assert key != programs.program_key("p", a, {"rank": 3})
     assert key != programs.program_key("q", a, {"rank": 2})
+
+
+def test_a_users_function_is_kept_for_the_process_and_never_mistaken_for_another():
+    """Unstable static values (a user's loss) key by address; the entry keeps them alive."""
+    from functools import partial
+
+    import jax
+    import numpy as np
+
+    @partial(jax.jit, static_argnames="fn")
+    def apply(x, *, fn):
+        return fn(x)
+
+    x = np.arange(3, dtype=np.float32)
+    for scale in (2.0, 3.0, 5.0):  # each lambda freed after its turn: its address may recur
+        out = programs.load(apply, (x,), name="test.apply", static={"fn": lambda v: v * scale})
+        np.testing.assert_array_equal(np.asarray(out(x)), x * scale)

@@ -135,3 +135,45 @@ def test_a_users_function_is_kept_for_the_process_and_never_mistaken_for_another
     for scale in (2.0, 3.0, 5.0):  # each lambda freed after its turn: its address may recur
         out = programs.load(apply, (x,), name="test.apply", static={"fn": lambda v: v * scale})
         np.testing.assert_array_equal(np.asarray(out(x)), x * scale)
+
+
+BIND = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from factorflow import programs
+programs.bind_lapack()
+package_skipped = "scipy.linalg" not in sys.modules
+# A program using LAPACK, compiled elsewhere and loaded here (so never lowered here).
+blob = sys.stdin.buffer.read()
+import pickle
+from jax.experimental.serialize_executable import deserialize_and_load
+chol = deserialize_and_load(*pickle.loads(blob))
+a = np.array([[4.0, 2.0], [2.0, 5.0]], np.float32)
+got = np.asarray(chol(a)).tolist()
+import scipy.linalg  # the usual import still binds its modules
+print(json.dumps({"package_skipped": package_skipped, "chol": got,
+                  "scipy": scipy.linalg.cholesky(a.astype(np.float64), lower=True).tolist(),
+                  "bound": scipy.linalg.cython_lapack.__name__}))
+"""
+
+
+def test_lapack_is_bound_without_importing_scipy_linalg_and_a_loaded_program_runs():
+    import pickle
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.experimental.serialize_executable import serialize
+
+    compiled = jax.jit(jnp.linalg.cholesky).lower(np.eye(2, dtype=np.float32)).compile()
+    assert "lapack" in compiled.as_text()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", BIND], input=pickle.dumps(serialize(compiled)),
+                         env=env, cwd=ROOT, capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode()[-3000:]
+    result = json.loads(out.stdout.decode().splitlines()[-1])
+    assert result["package_skipped"], "scipy.linalg's package __init__ ran (the slow import)"
+    want = [[2.0, 0.0], [1.0, 2.0]]
+    np.testing.assert_allclose(result["chol"], want, rtol=1e-6)
+    np.testing.assert_allclose(result["scipy"], want, rtol=1e-12)
+    assert result["bound"] == "scipy.linalg.cython_lapack"

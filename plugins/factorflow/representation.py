@@ -24,6 +24,8 @@ from factorflow.factors import FactorParams
 from factorflow.losses import DataLoss, Penalty, l2_penalty, squared_error
 from factorflow.matrix import Triplets, to_dense
 from factorflow.registry import REPRESENTATION_NAMES
+from factorflow.slots import SlottedRatings
+from factorflow.slots import objective_and_grad as slotted_objective_and_grad
 
 #: Ratings per chunk of the chunked COO layout (full-batch training): a chunk's
 #: gathered rows ([CHUNK, rank] floats) stay in cache, where one gather over all
@@ -338,6 +340,8 @@ def objective_and_grad(
         ``(objective [], gradient)`` with the gradient shaped like ``params``.
     """
     settings = dict(reg=reg, loss=loss, penalty=penalty, biases=biases)
+    if isinstance(data, SlottedRatings):
+        return slotted_objective_and_grad(params, data, **settings)
     if not (isinstance(data, SparseRatings) and jnp.ndim(data.users) == 2):
         return jax.value_and_grad(objective)(params, data, **settings)
 
@@ -365,9 +369,21 @@ def objective_and_grad(
     zeros = jax.tree.map(jnp.zeros_like, params)
     (total, grad), _ = jax.lax.scan(add_chunk, (jnp.float32(0.0), zeros),
                                     (data.users, data.items, data.ratings, order, sorted_items))
-    n = jnp.sum(data.user_counts)
+    return with_penalty(params, total, grad, data.user_counts, data.item_counts, reg=reg,
+                        penalty=penalty, biases=biases)
+
+
+def with_penalty(params: FactorParams, total: jax.Array, grad: FactorParams,
+                 user_counts: jax.Array, item_counts: jax.Array, *, reg: float | jax.Array,
+                 penalty: Penalty, biases: bool) -> tuple[jax.Array, FactorParams]:
+    """``(objective, gradient)`` from the data loss's sum ``total`` and its gradient ``grad``.
+
+    Adds ``reg`` times :func:`counted_penalty` (and its autodiff gradient) and
+    divides by the number of ratings, ``sum(user_counts)``.
+    """
+    n = jnp.sum(user_counts)
     charge, charge_grad = jax.value_and_grad(
-        lambda p: counted_penalty(p, data.user_counts, data.item_counts, penalty=penalty,
+        lambda p: counted_penalty(p, user_counts, item_counts, penalty=penalty,
                                   biases=biases))(params)
     value = (total + reg * charge) / n
     return value, jax.tree.map(lambda g, c: (g + reg * c) / n, grad, charge_grad)
@@ -432,6 +448,8 @@ def objective(
     settings = dict(reg=reg, loss=loss, penalty=penalty, biases=biases)
     if isinstance(data, DenseRatings):
         return dense_objective(params, data.values, data.mask, **settings)
+    if isinstance(data, SlottedRatings):  # its value; XLA drops the unused gradient
+        return slotted_objective_and_grad(params, data, **settings)[0]
     return sparse_objective(params, data.users, data.items, data.ratings, weights=data.weights,
                             user_counts=data.user_counts, item_counts=data.item_counts,
                             **settings)

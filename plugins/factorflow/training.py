@@ -34,6 +34,7 @@ from factorflow.optimizers import (
 )
 from factorflow.registry import OPTIMIZER_NAMES, SAMPLER_NAMES
 from factorflow.representation import CHUNK, choose_representation, sparse_objective, to_device
+from factorflow.slots import to_slots
 from factorflow.restarts import (
     batched_epoch,
     best_restart,
@@ -241,8 +242,10 @@ def fit(
                       bool(config.biases), bool(config.nonneg))
 
     start = time.perf_counter()
-    data = to_device(train, n_users=n_users, n_items=n_items, representation=layout,
-                     chunk=None if minibatch or len(train) <= 2 * CHUNK else CHUNK)
+    if layout == "sparse" and not minibatch and len(train) > 2 * CHUNK:
+        data = to_slots(train, n_users=n_users, n_items=n_items)  # full batch: two passes
+    else:
+        data = to_device(train, n_users=n_users, n_items=n_items, representation=layout)
     valid_data = None if valid is None else to_device(
         valid, n_users=n_users, n_items=n_items, representation="sparse")
     n_updates = updates_per_epoch(spec, len(train))

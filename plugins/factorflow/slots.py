@@ -77,6 +77,28 @@ def chunk_size(counts: np.ndarray) -> int:
     return min(CHUNK_SIZES, key=lambda c: (work(c), -c))
 
 
+#: From this many ratings on, :func:`group_order` sorts by SciPy's CSR conversion.
+LARGE = 1 << 20
+
+
+def group_order(keys: np.ndarray, n_keys: int) -> np.ndarray:
+    """A stable ``argsort`` of integer ``keys`` in ``[0, n_keys)``: ``[n]`` indices.
+
+    Large inputs go through ``scipy.sparse``: the canonical CSR form of a
+    matrix with one entry per key at column "its own index" lists, row by
+    row, those indices in increasing order, which is exactly the stable
+    order; SciPy builds it by counting sort, O(n) (25M user indices: 1.5 s
+    on a 2-core CPU, where NumPy's stable ``argsort`` takes 6 s).
+    """
+    n = keys.shape[0]
+    if n < LARGE:
+        return np.argsort(keys, kind="stable")
+    from scipy.sparse import csr_array
+
+    index = np.arange(n, dtype=np.int64 if n >= 2**31 - 1 else np.int32)
+    return csr_array((np.ones(n, np.int8), (keys, index)), shape=(n_keys, n)).indices
+
+
 def _slots(rows: np.ndarray, n_rows: int, size: int):
     """Slot of every rating when ``rows``' ratings are chunked ``size`` at a time.
 
@@ -84,14 +106,14 @@ def _slots(rows: np.ndarray, n_rows: int, size: int):
     by row (stable), ``flat[j]`` is the flat slot of the ``j``-th sorted rating,
     ``chunk_rows [n_chunks]`` each chunk's row, ``n_chunks`` padded to whole blocks.
     """
-    order = np.argsort(rows, kind="stable")
+    order = group_order(rows, n_rows)
     count = np.bincount(rows, minlength=n_rows)
     per_row = -(-count // size)
     first_chunk = np.cumsum(per_row) - per_row
     start = np.cumsum(count) - count
-    sorted_rows = rows[order]
-    pos = np.arange(rows.shape[0]) - start[sorted_rows]
-    flat = (first_chunk[sorted_rows] + pos // size) * size + pos % size
+    # Row by row in sorted order, so repeat (sequential) instead of a gather by row.
+    pos = np.arange(rows.shape[0], dtype=np.int64) - np.repeat(start, count)
+    flat = (np.repeat(first_chunk, count) + pos // size) * size + pos % size
     block = max(SLOTS_PER_STEP // size, 1)
     n_chunks = max(-(-int(per_row.sum()) // block), 1) * block
     chunk_rows = np.zeros(n_chunks, np.int32)
@@ -106,19 +128,22 @@ def to_slots(triplets: Triplets, *, n_users: int, n_items: int) -> SlottedRating
         triplets: ``[n]`` user indices, item indices and ratings.
         n_users, n_items: index ranges.
     """
-    users = np.asarray(triplets.users, np.int64)
-    items = np.asarray(triplets.items, np.int64)
+    users = np.asarray(triplets.users)
+    items = np.asarray(triplets.items)
     ratings = np.asarray(triplets.ratings, np.float32)
     n = users.shape[0]
     cu, ci = np.bincount(users, minlength=n_users), np.bincount(items, minlength=n_items)
     su, si = chunk_size(cu), chunk_size(ci)
     u_order, u_flat, u_rows, nu_chunks = _slots(users, n_users, su)
     n_slots = nu_chunks * su
-    slot_of = np.empty(n, np.int64)
+    if n_slots >= 2**31 - 1:
+        raise ValueError(f"{n:,} ratings need {n_slots:,} slots: more than int32 positions")
+    slot_of = np.empty(n, np.int32)
     slot_of[u_order] = u_flat
     user_item = np.full(n_slots, -1, np.int32)
     user_rating = np.zeros(n_slots, np.float32)
-    user_item[slot_of], user_rating[slot_of] = items, ratings
+    user_item[u_flat], user_rating[u_flat] = items[u_order], ratings[u_order]
+    del u_order, u_flat
     i_order, i_flat, i_rows, ni_chunks = _slots(items, n_items, si)
     item_pos = np.full(ni_chunks * si, n_slots, np.int32)
     item_user = np.zeros(ni_chunks * si, np.int32)

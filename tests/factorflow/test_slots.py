@@ -71,3 +71,15 @@ def test_chunk_size_trades_padding_against_chunks():
     assert chunk_size(np.full(100, 50)) == 32           # long rows: few, full chunks
     assert chunk_size(np.ones(1000, np.int64)) == 4     # one rating per row: least padding
     assert chunk_size(np.array([0, 0, 3])) == 4
+
+
+def test_group_order_is_the_stable_argsort_on_both_paths(monkeypatch):
+    from factorflow import slots
+
+    rng = np.random.default_rng(5)
+    for large in (1 << 20, 100):  # NumPy below LARGE, SciPy's CSR from it on
+        monkeypatch.setattr(slots, "LARGE", large)
+        for n_keys in (1, 7, 300, 70_000):
+            keys = rng.integers(0, n_keys, 5_000).astype(np.int32)
+            np.testing.assert_array_equal(slots.group_order(keys, n_keys),
+                                          np.argsort(keys, kind="stable"))

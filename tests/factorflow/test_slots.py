@@ -83,3 +83,19 @@ def test_group_order_is_the_stable_argsort_on_both_paths(monkeypatch):
             keys = rng.integers(0, n_keys, 5_000).astype(np.int32)
             np.testing.assert_array_equal(slots.group_order(keys, n_keys),
                                           np.argsort(keys, kind="stable"))
+
+
+def test_training_on_slots_matches_the_flat_layout(monkeypatch):
+    """``training.fit`` slots large full-batch problems; the result is the flat layout's."""
+    from factorflow import training
+    from tests.factorflow.helpers import synthetic
+
+    train, valid = synthetic()  # 21,600 train ratings: above 2 * CHUNK, so slotted
+    config = training.TrainConfig(optimizer="adam", epochs=4, restarts=2)
+    slotted = training.fit(train, n_users=400, n_items=300, valid=valid, config=config)
+    monkeypatch.setattr(training, "CHUNK", 10**9)  # the flat COO layout instead
+    flat = training.fit(train, n_users=400, n_items=300, valid=valid, config=config)
+    for name, a, b in zip(slotted.params._fields, slotted.params, flat.params):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5, err_msg=name)
+    for a, b in zip(slotted.history, flat.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)

@@ -165,7 +165,13 @@ def test_lapack_is_bound_without_importing_scipy_linalg_and_a_loaded_program_run
     import numpy as np
     from jax.experimental.serialize_executable import serialize
 
-    compiled = jax.jit(jnp.linalg.cholesky).lower(np.eye(2, dtype=np.float32)).compile()
+    def cholesky(a):
+        return jnp.linalg.cholesky(a)
+
+    # A name of its own: a program JAX's persistent cache returns serializes
+    # without its kernels (see programs._compile), so it must compile here.
+    cholesky.__name__ = f"cholesky_{os.urandom(6).hex()}"
+    compiled = jax.jit(cholesky).lower(np.eye(2, dtype=np.float32)).compile()
     assert "lapack" in compiled.as_text()
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", BIND], input=pickle.dumps(serialize(compiled)),

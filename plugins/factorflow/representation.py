@@ -27,12 +27,6 @@ from factorflow.registry import REPRESENTATION_NAMES
 from factorflow.slots import SlottedRatings
 from factorflow.slots import objective_and_grad as slotted_objective_and_grad
 
-#: Ratings per chunk of the chunked COO layout (full-batch training): a chunk's
-#: gathered rows ([CHUNK, rank] floats) stay in cache, where one gather over all
-#: ratings would materialize [n, rank] arrays (measured on CPU: ~5x slower per
-#: epoch at 1M ratings, rank 64; 26 GB at 25M ratings).
-CHUNK = 4096
-
 #: "auto" picks dense only when the matrix has at most this many cells ...
 DENSE_MAX_CELLS = 4_000_000
 #: ... and at least this share of them is observed.
@@ -51,11 +45,6 @@ class SparseRatings(NamedTuple):
             or None; with both counts the penalty is summed per row, weighted
             by the counts, instead of per rating: the same value, less work.
         item_counts: ``[n_items]`` float32 ratings per item, or None.
-        item_order: chunked layout only: ``[n_chunks, chunk]`` int32, each
-            chunk's positions in item order (a chunk is sorted by user).
-        sorted_items: ``[n_chunks, chunk]`` int32, ``items`` in that order:
-            item gradients are added with sorted indices, which XLA's CPU
-            scatter does much faster than random ones.
     """
 
     users: jax.Array
@@ -64,8 +53,6 @@ class SparseRatings(NamedTuple):
     weights: jax.Array | None = None
     user_counts: jax.Array | None = None
     item_counts: jax.Array | None = None
-    item_order: jax.Array | None = None
-    sorted_items: jax.Array | None = None
 
 
 class DenseRatings(NamedTuple):
@@ -103,14 +90,10 @@ def choose_representation(
 
 def to_device(
     triplets: Triplets, *, n_users: int, n_items: int, representation: str,
-    chunk: int | None = None,
 ) -> SparseRatings | DenseRatings:
     """Ratings in the layout ``"sparse"`` (with per-row counts) or ``"dense"``, on the device.
 
-    With ``chunk``, the sparse layout is sorted by (user, item) and cut into
-    ``[n_chunks, chunk]`` blocks, the last padded with user index -1 (see
-    :func:`sparse_objective`): the objective then runs chunk by chunk, and
-    neighbouring ratings share their user's row in cache.
+    Full-batch training on many ratings uses :func:`factorflow.slots.to_slots` instead.
     """
     if representation == "dense":
         values, mask = to_dense(triplets, n_users=n_users, n_items=n_items)
@@ -123,17 +106,6 @@ def to_device(
         user_counts=jnp.asarray(np.bincount(users, minlength=n_users), jnp.float32),
         item_counts=jnp.asarray(np.bincount(items, minlength=n_items), jnp.float32),
     )
-    if chunk is not None:
-        order = np.lexsort((items, users))
-        pad = -len(users) % chunk
-        blocks = [np.pad(a[order], (0, pad), constant_values=fill).reshape(-1, chunk)
-                  for a, fill in ((users, -1), (items, 0), (ratings, 0))]
-        item_order = np.argsort(blocks[1], axis=1, kind="stable")
-        return SparseRatings(jnp.asarray(blocks[0], jnp.int32), jnp.asarray(blocks[1], jnp.int32),
-                             jnp.asarray(blocks[2], jnp.float32), **counts,
-                             item_order=jnp.asarray(item_order, jnp.int32),
-                             sorted_items=jnp.asarray(np.take_along_axis(blocks[1], item_order, 1),
-                                                      jnp.int32))
     return SparseRatings(
         jnp.asarray(users, jnp.int32),
         jnp.asarray(items, jnp.int32),
@@ -271,13 +243,6 @@ def sparse_objective(
             f"users {jnp.shape(users)}, items {jnp.shape(items)} and ratings "
             f"{jnp.shape(ratings)} must have one shape"
         )
-    if jnp.ndim(users) == 2:  # the chunked layout of to_device(..., chunk=...)
-        if user_counts is None or item_counts is None or weights is not None:
-            raise ValueError("the chunked layout needs counts and takes no weights")
-        n = jnp.sum(user_counts)
-        data = _chunked_loss_sum(params, users, items, ratings, loss=loss, biases=biases) / n
-        charge = counted_penalty(params, user_counts, item_counts, penalty=penalty, biases=biases)
-        return data + reg * charge / n
     rows = gather_rows(params, users, items)
     if user_counts is None or item_counts is None:
         return rows_objective(rows, ratings, weights, reg=reg, loss=loss, penalty=penalty,
@@ -289,52 +254,20 @@ def sparse_objective(
     return data + reg * charge / ratings.shape[0]
 
 
-def _chunk_loss(rows: FactorParams, ratings: jax.Array, real: jax.Array, *, loss: DataLoss,
-                biases: bool) -> jax.Array:
-    """Summed data loss of one chunk's gathered rows; padding (``real`` False)
-    adds nothing: its target is its own prediction and its loss is masked out."""
-    pred = predict_rows(rows, biases=biases)
-    target = jnp.where(real, ratings, jax.lax.stop_gradient(pred))
-    return jnp.sum(jnp.where(real, loss(pred, target), 0.0))
-
-
-def _chunked_loss_sum(params: FactorParams, users: jax.Array, items: jax.Array,
-                      ratings: jax.Array, *, loss: DataLoss, biases: bool) -> jax.Array:
-    """Sum of the data loss over ``[n_chunks, chunk]`` blocks, one chunk at a time.
-
-    ``jax.checkpoint`` makes the backward pass recompute each chunk's gathers
-    instead of storing them, so no ``[n, rank]`` array ever exists; the
-    gradient is still whatever ``jax.grad`` derives from the loss. Padding
-    (user index -1) contributes nothing: its target is its own prediction and
-    its loss is masked out.
-    """
-    def add_chunk(total, chunk):
-        u, i, r = chunk
-        rows = gather_rows(params, u, i)
-        return total + _chunk_loss(rows, r, u >= 0, loss=loss, biases=biases), None
-
-    total, _ = jax.lax.scan(jax.checkpoint(add_chunk), jnp.float32(0.0), (users, items, ratings))
-    return total
-
-
 def objective_and_grad(
     params: FactorParams,
-    data: SparseRatings | DenseRatings,
+    data: SparseRatings | DenseRatings | SlottedRatings,
     *,
     reg: float | jax.Array,
     loss: DataLoss = squared_error,
     penalty: Penalty = l2_penalty,
     biases: bool = True,
 ) -> tuple[jax.Array, FactorParams]:
-    """``jax.value_and_grad(objective)(params, data, ...)``, faster on the chunked layout.
+    """``jax.value_and_grad(objective)(params, data, ...)``, in two passes on slotted ratings.
 
-    On chunked COO ratings, each chunk's loss is differentiated by
-    ``jax.value_and_grad`` with respect to the rows it gathered, and those row
-    gradients are added into the tables' gradients in the scan's carry (the
-    chain rule through the gather). That gathers each chunk once instead of
-    twice (forward, then recomputed in the backward pass) and updates the
-    gradient tables in place; the loss's derivative is still JAX's. Other
-    layouts use ``jax.value_and_grad`` directly.
+    On :class:`factorflow.slots.SlottedRatings` the gradient comes from
+    :func:`factorflow.slots.objective_and_grad` (per-chunk ``jax.vjp``s, no
+    per-rating scatter); other layouts use ``jax.value_and_grad`` directly.
 
     Returns:
         ``(objective [], gradient)`` with the gradient shaped like ``params``.
@@ -342,35 +275,7 @@ def objective_and_grad(
     settings = dict(reg=reg, loss=loss, penalty=penalty, biases=biases)
     if isinstance(data, SlottedRatings):
         return slotted_objective_and_grad(params, data, **settings)
-    if not (isinstance(data, SparseRatings) and jnp.ndim(data.users) == 2):
-        return jax.value_and_grad(objective)(params, data, **settings)
-
-    def add_chunk(carry, chunk):
-        total, grad = carry
-        u, i, r, order, i_sorted = chunk
-        u0 = jnp.maximum(u, 0)  # padding (-1) gathers row 0 and adds a zero gradient there
-        value, g = jax.value_and_grad(_chunk_loss)(gather_rows(params, u0, i), r, u >= 0,
-                                                   loss=loss, biases=biases)
-        # Both scatters get sorted indices: users as stored, items through the
-        # chunk's item order (a gather of the chunk's own rows, in cache).
-        grad = FactorParams(
-            grad.mean + g.mean,
-            grad.user_bias.at[u0].add(g.user_bias, indices_are_sorted=True),
-            grad.item_bias.at[i_sorted].add(g.item_bias[order], indices_are_sorted=True),
-            grad.user_factors.at[u0].add(g.user_factors, indices_are_sorted=True),
-            grad.item_factors.at[i_sorted].add(g.item_factors[order], indices_are_sorted=True),
-        )
-        return (total + value, grad), None
-
-    order, sorted_items = data.item_order, data.sorted_items
-    if order is None:  # chunked by hand, without the item order: sort here
-        order = jnp.argsort(data.items, axis=1, stable=True).astype(jnp.int32)
-        sorted_items = jnp.take_along_axis(data.items, order, axis=1)
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    (total, grad), _ = jax.lax.scan(add_chunk, (jnp.float32(0.0), zeros),
-                                    (data.users, data.items, data.ratings, order, sorted_items))
-    return with_penalty(params, total, grad, data.user_counts, data.item_counts, reg=reg,
-                        penalty=penalty, biases=biases)
+    return jax.value_and_grad(objective)(params, data, **settings)
 
 
 def with_penalty(params: FactorParams, total: jax.Array, grad: FactorParams,

@@ -15,9 +15,8 @@ block's gathered rows stay in cache):
    the chunk's item row, takes each slot's ``dL/dpred`` from pass 1 (by its
    position) and the slot's user row.
 
-Against one pass that scatters two gradient rows per rating
-(:func:`factorflow.representation.objective_and_grad` on the chunked layout),
-this adds a row of the other side's gradient only once per chunk, and XLA:CPU
+Against one pass that scatters two gradient rows per rating (the engine's
+earlier chunked layout), this adds a gradient row only once per chunk, and XLA:CPU
 fuses each pass's per-slot gathers into one loop: about 1.7x the epoch
 throughput at 1M ratings, rank 64, on a 2-core CPU. The derivatives are still
 JAX's: any loss of :mod:`factorflow.losses` or a user's.
@@ -37,6 +36,9 @@ from factorflow.matrix import Triplets
 
 #: Slots gathered per scan step (``B * C``).
 SLOTS_PER_STEP = 4096
+#: Full-batch training slots its ratings from this many on (below, the flat
+#: COO gradient is as fast and needs no layout).
+SLOTTED_MIN_RATINGS = 2 * SLOTS_PER_STEP
 #: Slots per chunk tried for each side (the one with the least estimated work wins).
 CHUNK_SIZES = (4, 8, 16, 32)
 #: A chunk costs about this many slots' work besides its slots (its own row's

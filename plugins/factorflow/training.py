@@ -33,8 +33,8 @@ from factorflow.optimizers import (
     updates_per_epoch,
 )
 from factorflow.registry import OPTIMIZER_NAMES, SAMPLER_NAMES
-from factorflow.representation import CHUNK, choose_representation, sparse_objective, to_device
-from factorflow.slots import to_slots
+from factorflow.representation import choose_representation, sparse_objective, to_device
+from factorflow.slots import SLOTTED_MIN_RATINGS, to_slots
 from factorflow.restarts import (
     batched_epoch,
     best_restart,
@@ -242,7 +242,7 @@ def fit(
                       bool(config.biases), bool(config.nonneg))
 
     start = time.perf_counter()
-    if layout == "sparse" and not minibatch and len(train) > 2 * CHUNK:
+    if layout == "sparse" and not minibatch and len(train) >= SLOTTED_MIN_RATINGS:
         data = to_slots(train, n_users=n_users, n_items=n_items)  # full batch: two passes
     else:
         data = to_device(train, n_users=n_users, n_items=n_items, representation=layout)

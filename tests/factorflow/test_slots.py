@@ -90,10 +90,10 @@ def test_training_on_slots_matches_the_flat_layout(monkeypatch):
     from factorflow import training
     from tests.factorflow.helpers import synthetic
 
-    train, valid = synthetic()  # 21,600 train ratings: above 2 * CHUNK, so slotted
+    train, valid = synthetic()  # 21,600 train ratings: above SLOTTED_MIN_RATINGS, so slotted
     config = training.TrainConfig(optimizer="adam", epochs=4, restarts=2)
     slotted = training.fit(train, n_users=400, n_items=300, valid=valid, config=config)
-    monkeypatch.setattr(training, "CHUNK", 10**9)  # the flat COO layout instead
+    monkeypatch.setattr(training, "SLOTTED_MIN_RATINGS", 10**9)  # the flat COO layout instead
     flat = training.fit(train, n_users=400, n_items=300, valid=valid, config=config)
     for name, a, b in zip(slotted.params._fields, slotted.params, flat.params):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5, err_msg=name)

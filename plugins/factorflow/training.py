@@ -34,7 +34,6 @@ from factorflow.optimizers import (
 )
 from factorflow.registry import OPTIMIZER_NAMES, SAMPLER_NAMES
 from factorflow.representation import choose_representation, sparse_objective, to_device
-from factorflow.slots import SLOTTED_MIN_RATINGS, to_slots
 from factorflow.restarts import (
     batched_epoch,
     best_restart,
@@ -43,6 +42,7 @@ from factorflow.restarts import (
     single_epoch,
     take_restart,
 )
+from factorflow.slots import SLOTTED_MIN_RATINGS, to_slots
 
 __all__ = ["FactorParams", "FitResult", "OPTIMIZERS", "TrainConfig", "TrainingDivergedError",
            "fit", "init_params", "objective", "predict"]

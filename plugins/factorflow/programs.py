@@ -29,6 +29,7 @@ import logging
 import os
 import pickle
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -76,7 +77,8 @@ def _stable(value: Any) -> str | None:
     return None if " at 0x" in text else text
 
 
-def program_key(name: str, args: tuple, static: dict[str, Any]) -> str:
+def program_key(name: str, args: tuple, static: dict[str, Any],
+                options: dict[str, Any] | None = None) -> str:
     """A hex key for program ``name`` called with ``args`` and ``static`` settings.
 
     Args:
@@ -84,6 +86,7 @@ def program_key(name: str, args: tuple, static: dict[str, Any]) -> str:
         args: the positional arguments (a pytree of arrays).
         static: static keyword arguments (values without a stable name are
             keyed by their ``repr``, valid in this process only).
+        options: XLA compiler options the program is compiled with.
     """
     import jax
     import jaxlib
@@ -95,13 +98,13 @@ def program_key(name: str, args: tuple, static: dict[str, Any]) -> str:
         repr([(tuple(x.shape), str(x.dtype)) for x in leaves]),
         jax.__version__, jaxlib.__version__, device.platform, device.device_kind,
         str(jax.device_count()), os.environ.get("XLA_FLAGS", ""),
-        str(jax.config.jax_enable_x64), _source_digest(),
+        str(jax.config.jax_enable_x64), _source_digest(), repr(sorted((options or {}).items())),
     ]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def load(fn: Callable, args: tuple, *, name: str,
-         static: dict[str, Any] | None = None) -> Callable:
+def load(fn: Callable, args: tuple, *, name: str, static: dict[str, Any] | None = None,
+         options: dict[str, Any] | None = None) -> Callable:
     """The compiled ``fn(*args, **static)`` for arguments shaped like ``args``.
 
     Args:
@@ -110,12 +113,14 @@ def load(fn: Callable, args: tuple, *, name: str,
         name: a stable name for the key (the function's module and name).
         static: static keyword arguments, passed to ``fn.lower``. The program is
             kept on disk only when each has a stable name (see :func:`_stable`).
+        options: XLA compiler options (``Lowered.compile(compiler_options=...)``),
+            part of the key.
 
     Returns:
         A callable taking arguments shaped like ``args`` (no static keywords).
     """
-    static = static or {}
-    key = program_key(name, args, static)
+    static, options = static or {}, options or {}
+    key = program_key(name, args, static, options)
     if key in _LOADED:
         return _LOADED[key][0]
     persist = all(_stable(v) is not None for v in static.values())
@@ -123,9 +128,10 @@ def load(fn: Callable, args: tuple, *, name: str,
     path = None if directory is None else directory / f"{key}.bin"
     compiled = _read(path) if path is not None and path.exists() else None
     if compiled is None:
-        compiled, fresh = _compile(fn, args, static, f"{name}_{key[:16]}")
+        compiled, fresh = _compile(fn, args, static, options, f"{name}_{key[:16]}")
         if path is not None and not fresh:  # this store lost it; JAX's cache had it
-            compiled, fresh = _compile(fn, args, static, f"{name}_{os.urandom(6).hex()}")
+            compiled, fresh = _compile(fn, args, static, options,
+                                       f"{name}_{os.urandom(6).hex()}")
         if path is not None and fresh:
             _write(path, compiled)
     _LOADED[key] = compiled, tuple(static.values())
@@ -133,9 +139,11 @@ def load(fn: Callable, args: tuple, *, name: str,
 
 
 _CACHE_HIT = "/jax/compilation_cache/cache_hits"
+_COMPILING = threading.Lock()
 
 
-def _compile(fn: Callable, args: tuple, static: dict[str, Any], label: str):
+def _compile(fn: Callable, args: tuple, static: dict[str, Any], options: dict[str, Any],
+             label: str):
     """``(compiled, fresh)``: ``fresh`` False when JAX's cache supplied it.
 
     An executable JAX loaded from its persistent cache serializes without its
@@ -157,11 +165,14 @@ def _compile(fn: Callable, args: tuple, static: dict[str, Any], label: str):
         if event == _CACHE_HIT:
             hits.append(event)
 
-    jax.monitoring.register_event_listener(listen)
-    try:
-        compiled = jax.jit(program).lower(*args).compile()
-    finally:
-        jax.monitoring.unregister_event_listener(listen)
+    # JAX's events are process-wide: one compile at a time, so that a cache hit
+    # heard here is this compile's (stored programs still load in parallel).
+    with _COMPILING:
+        jax.monitoring.register_event_listener(listen)
+        try:
+            compiled = jax.jit(program).lower(*args).compile(compiler_options=options or None)
+        finally:
+            jax.monitoring.unregister_event_listener(listen)
     return compiled, not hits
 
 

@@ -19,8 +19,16 @@ conditional is exact. For any other loss it is a Laplace-style approximation
 (one Newton step from the current value; negative curvature is clamped to 0),
 and alpha's update ``Gamma(a0 + n/2, b0 + ½ Σ loss)`` treats ``loss`` as a
 squared-error-like deviance; a loss with no curvature (absolute error) is
-refused. Kept models use the users' samples and the items' conditional means
-(Rao-Blackwellised).
+refused. The rows are resampled in one compiled program per side
+(:func:`sampling.half_step`); the hyperparameters and alpha are drawn in NumPy
+on the host from the statistics it returns (:mod:`factorflow.hyperpriors`).
+
+Kept models average both sides' *conditional means* (Rao-Blackwellised: the
+mean of each row's Gaussian conditional, not its draw), and every post-burn-in
+sweep is kept until ``max_samples`` are, then every 2nd, 4th, ... (the kept
+ones thinned to match, :func:`kept_stride`): the averaged model improves from
+the first post-burn-in sweep on. The biases start at the damped-mean baseline
+(:func:`factorflow.evaluation.fit_baseline`), the factors at small noise.
 
 Published model: the average over the kept samples ``s = 1..S`` of
 ``mean + b_u^s + c_i^s + <p_u^s, q_i^s>`` is exactly one :class:`FactorParams`
@@ -34,7 +42,7 @@ zero factors and biases (they predict ``mean +`` the other side's bias).
 Defaults are the research recipe's, scale-free (ratings rescaled by ``c``
 rescale every quantity consistently): with ``v = var(train ratings)`` and
 ``D = rank + 1``: latent scale ``s0 = latent_scale * (v / rank) ** 0.25``
-(initial rows ``N(0, s0²)``, biases 0), Normal–Wishart ``mu0 = 0``,
+(initial factors ``N(0, s0²)``), Normal–Wishart ``mu0 = 0``,
 ``beta0 = prior_strength``, ``nu0 = D + prior_dof``, ``W0 = I / (nu0 s0²)``
 (prior row std ~ ``s0``), noise ``Gamma(a0 = noise_shape, b0 = noise_rate * v)``
 (rate form), alpha starting at ``1 / v``.
@@ -44,16 +52,18 @@ from :func:`bucket` (at most 1/8 padding), so fits of similar size reuse the
 compiled programs; users and items are padded to one common shape (one compile)
 unless that would cost more than ``sampling.SHARE_MAX_OVERHEAD`` extra work per
 sweep (e.g. 610 users vs 9724 items), when each side gets its own shape and
-chunk size. A sweep is two or three compiled calls, reported one by one.
-The programs come from :mod:`factorflow.programs` (kept whole on disk: a new
-process loads them without tracing) and the set-up uses NumPy and
-``device_put`` only, so a fit compiles nothing once its shapes were seen.
-Random numbers: an ``"rbg"`` key (set per key, not globally), Box–Muller
-normals and Wilson–Hilferty chi-squares (:mod:`factorflow.sampling`).
+chunk size. A sweep is three compiled calls (two half-steps, the score),
+reported one by one. The programs come from :mod:`factorflow.programs` (kept
+whole on disk: a new process loads them without tracing, on other threads
+while the data is laid out) and the set-up uses NumPy and ``device_put``
+only, so a fit compiles nothing once its shapes were seen. Random numbers: the
+fit's seeded NumPy generator (standard normals for the rows, exact
+chi-square and Gamma variates for the hyperparameters).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import time
 from typing import Callable, NamedTuple
@@ -61,14 +71,15 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from factorflow import programs, sampling
+from factorflow import hyperpriors, programs, sampling
+from factorflow.evaluation import fit_baseline
 from factorflow.losses import DataLoss, huber, resolve_loss, squared_error
 from factorflow.matrix import Triplets
 from factorflow.sampling import TRACES, bucket, row_normal_equations  # noqa: F401 (API)
 from factorflow.training import FactorParams, FitResult, TrainingDivergedError
 
-__all__ = ["GibbsConfig", "TRACES", "average_samples", "bucket", "fit_gibbs", "kept_sweeps",
-           "row_normal_equations"]
+__all__ = ["GibbsConfig", "TRACES", "average_samples", "bucket", "fit_gibbs", "kept_stride",
+           "kept_sweeps", "row_normal_equations"]
 
 
 class GibbsConfig(NamedTuple):
@@ -79,10 +90,11 @@ class GibbsConfig(NamedTuple):
             ``S * rank`` columns for ``S`` kept samples.
         sweeps: Gibbs sweeps (users then items), > ``burn_in``.
         burn_in: leading sweeps whose samples are never kept.
-        seed: seed of the chain (initial rows and the ``"rbg"`` key).
+        seed: seed of the chain (initial rows and every draw).
         chunk: ratings per padded chunk in the per-row layout.
-        max_samples: post-burn-in samples kept for the published model, evenly
-            thinned (see :func:`kept_sweeps`).
+        max_samples: at most this many post-burn-in samples are kept for the
+            published model, evenly thinned (between half and all of it; see
+            :func:`kept_sweeps`).
         clip: clip the averaged prediction to the training rating range in the
             reported train/valid metrics (the published parameters cannot clip).
         latent_scale: ``s0 = latent_scale * (var_r / rank) ** 0.25``.
@@ -106,16 +118,31 @@ class GibbsConfig(NamedTuple):
     noise_rate: float = 1.0
 
 
-def kept_sweeps(sweeps: int, burn_in: int, max_samples: int) -> np.ndarray:
-    """1-based sweeps whose samples are kept: the last of ``S`` equal blocks.
+def kept_stride(j: int, max_samples: int) -> int:
+    """Keep every ``stride``-th post-burn-in sweep once ``j`` of them have run.
 
-    The ``n = sweeps - burn_in`` post-burn-in sweeps are cut into
-    ``S = min(max_samples, n)`` equal blocks; each block's last sweep is kept,
-    so the final sweep always is and ``S = n`` keeps them all.
+    The smallest power of two with ``j // stride <= max_samples``: every sweep
+    is kept until ``max_samples`` are, then every 2nd (the kept ones thinned to
+    match), every 4th, and so on. So the averaged model improves from the first
+    post-burn-in sweep on, and the kept samples always spread evenly over the
+    run so far.
+    """
+    stride = 1
+    while j // stride > max_samples:
+        stride *= 2
+    return stride
+
+
+def kept_sweeps(sweeps: int, burn_in: int, max_samples: int) -> np.ndarray:
+    """1-based sweeps whose samples the final model averages (see :func:`kept_stride`).
+
+    Every ``s``-th of the ``n = sweeps - burn_in`` post-burn-in sweeps, with
+    ``s = kept_stride(n, max_samples)``: between ``max_samples / 2`` and
+    ``max_samples`` of them (all of them when ``n <= max_samples``).
     """
     n = sweeps - burn_in
-    s = min(max_samples, n)
-    return burn_in + (np.arange(1, s + 1) * n) // s
+    stride = kept_stride(n, max_samples)
+    return burn_in + np.arange(stride, n + 1, stride)
 
 
 def average_samples(mean, user_samples, item_samples, user_has=None, item_has=None) -> FactorParams:
@@ -141,6 +168,45 @@ def average_samples(mean, user_samples, item_samples, user_has=None, item_has=No
         out.append((x[..., d - 1].mean(0).astype(np.float32), factors.astype(np.float32)))
     (ub, uf), (ib, itf) = out
     return FactorParams(np.float32(mean), ub, ib, uf, itf)
+
+
+def _load_programs(pool, shapes, n_obs: int, n_valid: int, *, rank: int, loss: DataLoss):
+    """Futures of ``[user half-step, item half-step]`` and ``score`` for these padded sizes.
+
+    Args:
+        pool: the threads that load them.
+        shapes: ``((R, NC, C) of users, of items)`` (:func:`sampling.padded_shapes`).
+        n_obs, n_valid: padded train and validation rating counts.
+        rank, loss: the static settings.
+    """
+    f32, i32 = np.float32, np.int32
+
+    def spec(shape, dtype=f32):
+        return jax.ShapeDtypeStruct(shape, dtype)
+
+    d = rank + 1
+    rows = [spec((n, d)) for n, _, _ in shapes]
+    layouts = [(spec((nc,), i32), spec((nc, c), i32), spec((nc, c)), spec((nc, c)), spec((n,)))
+               for n, nc, c in shapes]
+    obs = (spec((n_obs,), i32), spec((n_obs,), i32), spec((n_obs,)), spec((n_obs,)))
+    valid = (spec((n_valid,), i32), spec((n_valid,), i32), spec((n_valid,)), spec((n_valid,)))
+    scalar, sums = spec(()), (spec((n_obs,)), spec((n_valid,)), spec(()))
+
+    def steps():
+        return [programs.load(sampling.half_step, (rows[s], rows[1 - s], scalar, spec((d, d)),
+                                                   spec((d,)), rows[s], layouts[s], obs, scalar),
+                              name="sampling.half_step", static=dict(rank=rank, loss=loss),
+                              options=sampling.compiler_options())
+                for s in (0, 1)]
+
+    def score():
+        return programs.load(sampling.score, (rows[0], rows[1], sums, scalar,
+                                              (layouts[0][4], layouts[1][4]), obs, valid, scalar,
+                                              spec((2,))),
+                             name="sampling.score", static=dict(loss=loss),
+                             options=sampling.compiler_options())
+
+    return pool.submit(steps), pool.submit(score)
 
 
 def _check_config(c: GibbsConfig) -> None:
@@ -243,72 +309,103 @@ def fit_gibbs(
     var = max(float(np.var(r, dtype=np.float64)), 1e-6 * max(mean * mean, 1.0))
     bounds = np.array([r.min(), r.max()] if config.clip else [-np.inf, np.inf], np.float32)
     cu, ci = np.bincount(u, minlength=n_users), np.bincount(i, minlength=n_items)
-    (ru, ncu, chu), (ri, nci, chi) = sampling.padded_shapes(cu, ci, config.chunk, d)
-    lay_u = jax.device_put(sampling.chunk_layout(u, i, r, ru, ncu, chu, mean))
-    lay_i = jax.device_put(sampling.chunk_layout(i, u, r, ri, nci, chi, mean))
-    pu, pi, pr, pw = jax.device_put(sampling.pad_obs(u, i, r, bucket(len(r)), mean))
-    obs_u, obs_i = (pu, pi, pr, pw), (pi, pu, pr, pw)
-    v = valid or Triplets(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
-    obs_v = jax.device_put(sampling.pad_obs(*v, bucket(max(len(v), 1)), mean))
-    s0 = config.latent_scale * (var / k) ** 0.25
-    nu0 = d + config.prior_dof
-    prior = tuple(np.float32(x) for x in (mean, config.prior_strength, nu0)) + (
-        np.eye(d, dtype=np.float32) * np.float32(nu0 * s0 * s0),
-        np.float32(config.noise_shape), np.float32(config.noise_rate * var))
-    rng = np.random.default_rng(config.seed)
-    # NumPy values and device_put only: an eager JAX operation would compile.
-    xu, xi = (jax.device_put(np.concatenate([rng.normal(0, s0, (n, k)), np.zeros((n, 1))], 1)
-                             .astype(np.float32)) for n in (ru, ri))
-    alpha, seed = np.float32(1.0 / var), np.int32(config.seed)
-    has = (lay_u[4], lay_i[4])
-    sums = (np.zeros(pr.shape, np.float32), np.zeros(obs_v[2].shape, np.float32), np.float32(0))
-    static = dict(rank=k, loss=loss)
-    step_u = programs.load(sampling.half_step, (xu, xi, alpha, seed, np.int32(0), lay_u, obs_u,
-                                                prior), name="sampling.half_step", static=static)
-    step_i = programs.load(sampling.half_step, (xi, xu, alpha, seed, np.int32(0), lay_i, obs_i,
-                                                prior), name="sampling.half_step", static=static)
-    score = programs.load(sampling.score, (xu, xi, sums, np.float32(0), has, obs_u, obs_v,
-                                           np.float32(mean), bounds),
-                          name="sampling.score", static=dict(loss=loss))
-    keep_at = set(kept_sweeps(sweeps, config.burn_in, config.max_samples).tolist())
-    kept: list[tuple[jax.Array, jax.Array]] = []
+    n_rows = (int(np.count_nonzero(cu)), int(np.count_nonzero(ci)))
+    shapes = sampling.padded_shapes(cu, ci, config.chunk, d)
+    n_obs, n_valid = bucket(len(r)), bucket(max(0 if valid is None else len(valid), 1))
+    # The programs load (from disk, GIL released) on two other threads while
+    # the data is laid out here: on a 2-core CPU that hides most of the layout.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        loading = _load_programs(pool, shapes, n_obs, n_valid, rank=k, loss=loss)
+        (ru, ncu, chu), (ri, nci, chi) = shapes
+        lay_u = sampling.chunk_layout(u, i, r, ru, ncu, chu, mean)
+        lay_i = sampling.chunk_layout(i, u, r, ri, nci, chi, mean)
+        has = (lay_u[4], lay_i[4])
+        pu, pi, pr, pw = sampling.pad_obs(u, i, r, n_obs, mean)
+        v = valid or Triplets(np.zeros(0, np.int32), np.zeros(0, np.int32),
+                              np.zeros(0, np.float32))
+        s0 = config.latent_scale * (var / k) ** 0.25
+        nu0 = d + config.prior_dof
+        w0_inv = np.eye(d) * (nu0 * s0 * s0)
+        rng = np.random.default_rng(config.seed)
+        # Factors N(0, s0²); biases start at the damped-mean baseline, so the first
+        # sweeps refine a model that already has them instead of finding them.
+        base = fit_baseline(train, n_users=n_users, n_items=n_items, iters=3)
+        x = [np.concatenate([rng.normal(0, s0, (n, k)), np.zeros((n, 1))], 1).astype(np.float32)
+             for n in (ru, ri)]
+        x[0][:n_users, k], x[1][:n_items, k] = base.user_bias, base.item_bias
+        row_stats = [hyperpriors.row_statistics(x[s], has[s]) for s in (0, 1)]
+        noise_shapes = [a.shape for a in x]
+        # NumPy values and device_put only: an eager JAX operation would compile.
+        lays = jax.device_put((lay_u, lay_i))
+        obs = jax.device_put(((pu, pi, pr, pw), (pi, pu, pr, pw)))
+        obs_v = jax.device_put(sampling.pad_obs(*v, n_valid, mean))
+        x = jax.device_put(x)
+        steps, score = (f.result() for f in loading)
+    alpha, mean32 = 1.0 / var, np.float32(mean)
+    sums = (np.zeros(n_obs, np.float32), np.zeros(n_valid, np.float32), np.float32(0))
+    kept: dict[int, tuple[jax.Array, jax.Array]] = {}  # post-burn-in sweep -> row means
     history: list[dict] = []
     mask_u, mask_i = (np.asarray(h)[:n] for h, n in zip(has, (n_users, n_items)))
 
     def averaged(current):
-        samples = kept or [current]
+        samples = [kept[j] for j in sorted(kept)] or [current]
         return average_samples(mean, np.stack([np.asarray(a)[:n_users] for a, _ in samples]),
                                np.stack([np.asarray(b)[:n_items] for _, b in samples]),
                                mask_u, mask_i)
 
+    def fold(current, keep, sums):
+        return score(*current, sums, np.float32(keep), has, obs[0], obs_v, mean32, bounds)
+
     stats, paused = (math.nan,) * 3, 0.0
     for t in range(1, sweeps + 1):
         t0 = time.perf_counter()
-        xu, _, alpha, ok_u = step_u(xu, xi, alpha, seed, np.int32(2 * t), lay_u, obs_u, prior)
-        xi, item_mean, alpha, ok_i = step_i(xi, xu, alpha, seed, np.int32(2 * t + 1), lay_i,
-                                            obs_i, prior)
-        keep = t in keep_at
-        if keep or not kept:  # else the averaged model, hence its metrics, did not change
-            sums, stats = score(xu, item_mean, sums, np.float32(keep), has, obs_u, obs_v,
-                                np.float32(mean), bounds)
-        mse, train_loss, valid_mse = (float(x) for x in np.asarray(stats))
-        ok, noise = bool(ok_u) and bool(ok_i), float(alpha) ** -0.5
+        means = [None, None]
+        for s in (0, 1):  # users, then items
+            m, lam = hyperpriors.normal_wishart_posterior(
+                rng, n_rows[s], row_stats[s], beta0=config.prior_strength, nu0=nu0,
+                w0_inv=w0_inv)
+            x[s], means[s], out = steps[s](
+                x[s], x[1 - s], np.float32(alpha), lam.astype(np.float32),
+                (lam @ m).astype(np.float32), rng.standard_normal(noise_shapes[s], np.float32),
+                lays[s], obs[s], mean32)
+            out = np.asarray(out, np.float64)
+            if not np.all(np.isfinite(out)):
+                raise TrainingDivergedError(
+                    f"Gibbs sampling diverged at sweep {t}/{sweeps}: non-finite "
+                    f"{('user', 'item')[s]} rows or loss; check the ratings and the loss")
+            row_stats[s] = out[:-1]
+            alpha = hyperpriors.noise_precision(rng, len(r), out[-1], shape=config.noise_shape,
+                                                rate=config.noise_rate * var)
+        current, j = tuple(means), t - config.burn_in
+        if j < 1:  # burn-in: the "averaged model" is the current one
+            sums, stats = fold(current, 0, sums)
+        else:
+            stride = kept_stride(j, config.max_samples)
+            dropped = [q for q in kept if q % stride]
+            for q in dropped:
+                del kept[q]
+            if dropped:  # thinned: the running sums start again from the kept rows
+                sums = tuple(np.zeros_like(np.asarray(a)) for a in sums)
+                for q in sorted(kept):
+                    sums, stats = fold(kept[q], 1, sums)
+            if j % stride == 0:
+                kept[j] = current
+                sums, stats = fold(current, 1, sums)
+        mse, train_loss, valid_mse = (float(a) for a in np.asarray(stats))
         seconds = time.perf_counter() - t0
-        if not (ok and math.isfinite(train_loss)):
+        if not math.isfinite(train_loss):
             raise TrainingDivergedError(
-                f"Gibbs sampling diverged at sweep {t}/{sweeps}: non-finite rows or noise "
-                f"precision (train loss {train_loss}); check the ratings and the loss")
-        if keep:
-            kept.append((xu, item_mean))
+                f"Gibbs sampling diverged at sweep {t}/{sweeps}: train loss {train_loss}; "
+                "check the ratings and the loss")
         valid_rmse = None if valid is None else math.sqrt(valid_mse)
         rate = len(r) / max(seconds, 1e-9)
         history.append(dict(epoch=t, seconds=time.perf_counter() - start - paused,
                             train_loss=train_loss,
                             train_rmse=math.sqrt(mse), valid_rmse=valid_rmse, ratings_per_s=rate,
-                            samples=len(kept), noise_std=noise))
+                            samples=len(kept), noise_std=alpha ** -0.5))
         if on_epoch is not None:  # the caller's evaluation: not the fit's time
             t1 = time.perf_counter()
-            on_epoch(t, averaged((xu, item_mean)))
+            on_epoch(t, averaged(current))
             paused += time.perf_counter() - t1
         if log is not None:
             shown = "n/a" if valid_rmse is None else f"{valid_rmse:.4f}"

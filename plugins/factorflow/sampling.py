@@ -1,26 +1,22 @@
-"""Random variates, device layout and compiled Gibbs kernels of :mod:`factorflow.bayes`.
+"""Device layout and the compiled Gibbs kernels of :mod:`factorflow.bayes`.
 
-Built to compile small: ``jax.random.normal`` (an ``erfinv`` polynomial) and
-``jax.random.gamma`` (a rejection ``while`` loop) make large XLA programs, so:
-
-* :func:`normals`: Box–Muller from two uniform arrays;
-* :func:`chi2`: the Wilson–Hilferty cube-of-a-normal approximation, very
-  close to exact for the large degrees of freedom used here (about the number
-  of rows with data for the Wishart draw, of ratings for the noise precision);
-* :func:`normal_wishart_posterior`: a Normal–Wishart posterior draw through the
-  Bartlett decomposition, from a flat vector of normals.
-
-Randomness is explicit (keys, or normals drawn from one). Keys come from
-:func:`rbg_key`: the ``"rbg"`` implementation (XLA's RngBitGenerator, a much
-smaller program than threefry) is set per key, never in the global JAX config.
+Built to load small: a new process pays about 40 µs per XLA instruction to
+load a stored program (:mod:`factorflow.programs`) on a 2-core CPU, so the
+kernels keep to what is per row or per rating. The global draws (each side's
+Normal–Wishart row prior, the noise precision) are ``D x D`` work done in
+NumPy on the host (:mod:`factorflow.hyperpriors`) from the statistics
+:func:`half_step` returns, and the standard normals a half-step turns into
+row draws come from the fit's seeded NumPy generator too: XLA expands its
+random-bit generators into some 250 instructions, a quarter of the program,
+where NumPy draws a MovieLens-100K side's 18k normals in about 0.2 ms.
 
 Layout: each side's ratings grouped by row in fixed-size chunks
 (:func:`chunk_layout`), every size rounded up by :func:`bucket` so that fits of
 similar size reuse the compiled kernels (:func:`padded_shapes`).
 
 Kernels: :func:`row_normal_equations` (per-row ``H``, ``g`` by autodiff of
-the loss), :func:`half_step` (one side's hyperparameters, rows and the noise
-precision) and :func:`score` (running sums and metrics of the averaged model).
+the loss), :func:`half_step` (one side's rows given the other side and the
+draws) and :func:`score` (running sums and metrics of the averaged model).
 :data:`TRACES` counts how often each was traced (compiled).
 """
 
@@ -32,97 +28,79 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
+
+from factorflow.slots import group_order
 
 #: Times each compiled kernel was traced (a Python side effect: runs only when tracing).
 TRACES: collections.Counter = collections.Counter()
 
-# Uniforms are drawn in [_TINY, 1): log(u) stays finite in float32.
-_TINY = 1e-7
+# Small products as multiply-and-sum, not ``dot``: XLA:CPU runs a dot through a
+# GEMM library whose kernels are generated on a process's first call (~20 ms),
+# more than these per-row D x D products (D = rank + 1) cost in a whole fit.
 
 
-def rbg_key(seed: int) -> jax.Array:
-    """A typed PRNG key of the ``"rbg"`` implementation (set locally, not globally)."""
-    return jax.random.key(seed, impl="rbg")
+def _mv(m: jax.Array, v: jax.Array) -> jax.Array:
+    """``m @ v`` for ``m [..., A, B]`` and ``v [..., B]``: ``[..., A]``."""
+    return jnp.sum(m * v[..., None, :], -1)
 
 
-def normals(key: jax.Array, n: int) -> jax.Array:
-    """``[n]`` float32 standard normals by Box–Muller."""
-    m = (n + 1) // 2
-    u = jax.random.uniform(key, (2, m), jnp.float32, minval=_TINY, maxval=1.0)
-    radius = jnp.sqrt(-2.0 * jnp.log(u[0]))
-    angle = 2.0 * jnp.pi * u[1]
-    return jnp.concatenate([radius * jnp.cos(angle), radius * jnp.sin(angle)])[:n]
+def cholesky(a: jax.Array) -> jax.Array:
+    """Lower Cholesky factors of a batch of SPD matrices, rows last.
 
-
-def chi2(df: jax.Array, z: jax.Array) -> jax.Array:
-    """Chi-square(``df``) variates from standard normals ``z`` (Wilson–Hilferty).
-
-    ``df * (1 - c + z sqrt(c))**3`` with ``c = 2 / (9 df)``. The cube's base is
-    floored just above 0 so that a far-tail ``z`` with a small ``df`` still
-    gives a positive (if inexact) value instead of a negative one.
-    """
-    df = jnp.asarray(df, jnp.float32)
-    c = 2.0 / (9.0 * df)
-    base = jnp.maximum(1.0 - c + z * jnp.sqrt(c), 1e-3)
-    return df * base**3
-
-
-def gamma_rate(shape: jax.Array, rate: jax.Array, z: jax.Array) -> jax.Array:
-    """A Gamma(``shape``, ``rate``) variate from one standard normal ``z``.
-
-    ``chi2(2 shape) / (2 rate)``; meant for a large ``shape`` (here
-    ``a0 + n_ratings / 2``).
-    """
-    return chi2(2.0 * shape, z) / (2.0 * rate)
-
-
-def normal_wishart_posterior(
-    z: jax.Array,
-    x: jax.Array,
-    has: jax.Array,
-    *,
-    beta0: float | jax.Array,
-    nu0: float | jax.Array,
-    w0_inv: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
-    """Draw ``(m, Lam)`` from the Normal–Wishart posterior of the rows ``x[has]``.
-
-    Prior ``Lam ~ Wishart(W0, nu0)``, ``m | Lam ~ N(0, (beta0 Lam)^-1)``;
-    rows ``x_j ~ N(m, Lam^-1)``. With ``n`` rows, mean ``x̄`` and scatter
-    ``S`` the posterior is ``Lam ~ Wishart(W_n, nu0 + n)`` with
-    ``W_n^-1 = W0^-1 + S + beta0 n / (beta0 + n) x̄ x̄ᵀ`` and
-    ``m | Lam ~ N(n x̄ / (beta0 + n), ((beta0 + n) Lam)^-1)``.
+    A loop over the ``D`` columns, each step one pass over all rows (the batch
+    is the minor, vectorized axis): 1.4 ms for 1,664 ``11 x 11`` matrices on a
+    2-core CPU, against 2.6 ms for LAPACK's batched ``potrf`` (one call per
+    matrix), in a program a few hundred instructions long, and no LAPACK to bind
+    when a new process loads it. No pivoting, like ``potrf``: a matrix that is
+    not positive definite gives nan.
 
     Args:
-        z: ``[D * D + 2 D]`` standard normals: ``D`` for the Bartlett diagonal,
-            ``D * D`` for its lower triangle (the upper part is unused), ``D``
-            for the mean.
-        x: ``[R, D]`` rows.
-        has: ``[R]`` float 0/1: which rows are observations (padding and rows
-            without data are excluded).
-        beta0: prior pseudo-count of the mean.
-        nu0: prior degrees of freedom, > D - 1.
-        w0_inv: ``[D, D]`` inverse prior scale matrix.
+        a: ``[D, D, R]`` symmetric positive definite matrices ``a[:, :, r]``.
 
     Returns:
-        ``m [D]`` and ``Lam [D, D]``.
+        ``[D, D, R]`` lower triangular ``L`` with ``L Lᵀ = a`` (zeros above).
     """
-    d = x.shape[1]
-    n = has.sum()
-    xbar = (x * has[:, None]).sum(0) / jnp.maximum(n, 1.0)
-    xc = (x - xbar) * has[:, None]
-    beta_n = beta0 + n
-    lw = jnp.linalg.cholesky(w0_inv + xc.T @ xc + (beta0 * n / beta_n) * jnp.outer(xbar, xbar))
-    # Bartlett: A lower triangular, A_ii^2 ~ chi2(nu_n - i), A_ij ~ N(0, 1) below.
-    diag = jnp.sqrt(chi2(nu0 + n - jnp.arange(d), z[:d]))
-    a = jnp.tril(z[d : d + d * d].reshape(d, d), -1) + jnp.diag(diag)
-    # Lw Lwᵀ = W_n^-1, so B = Lw^-T A has B Bᵀ ~ Wishart(W_n, nu_n).
-    b = solve_triangular(lw.T, a, lower=False)
-    lam = b @ b.T
-    # (beta_n Lam)^-1 = Lw A^-T A^-1 Lwᵀ / beta_n: Lw A^-T z has the right covariance.
-    noise = lw @ solve_triangular(a.T, z[d + d * d : 2 * d + d * d], lower=False)
-    return n * xbar / beta_n + noise / jnp.sqrt(beta_n), lam
+    d = a.shape[0]
+    below = jnp.arange(d)[:, None]
+
+    def column(j, factor):
+        row_j = jax.lax.dynamic_index_in_dim(factor, j, 0, keepdims=False)        # L[j, :j]
+        v = (jax.lax.dynamic_index_in_dim(a, j, 1, keepdims=False)
+             - jnp.sum(factor * row_j[None], 1))                                  # [D, R]
+        pivot = jnp.sqrt(jax.lax.dynamic_index_in_dim(v, j, 0, keepdims=False))
+        return jax.lax.dynamic_update_index_in_dim(
+            factor, jnp.where(below >= j, v / pivot, 0.0), j, 1)
+
+    return jax.lax.fori_loop(0, d, column, jnp.zeros_like(a))
+
+
+def cho_solve(factor: jax.Array, b: jax.Array) -> jax.Array:
+    """``x`` with ``L Lᵀ x = b`` for :func:`cholesky` factors, rows last.
+
+    Args:
+        factor: ``[D, D, R]`` lower triangular ``L``.
+        b: ``[D, K, R]`` right-hand sides.
+
+    Returns:
+        ``[D, K, R]`` solutions.
+    """
+    d = factor.shape[0]
+    pivots = jnp.diagonal(factor, 0, 0, 1).T                                       # [D, R]
+
+    def at(a, j, axis=0):
+        return jax.lax.dynamic_index_in_dim(a, j, axis, keepdims=False)
+
+    def forward(j, y):  # L y = b, y[k] = 0 for k >= j so far
+        s = at(b, j) - jnp.sum(at(factor, j)[:, None] * y, 0)
+        return jax.lax.dynamic_update_index_in_dim(y, s / at(pivots, j)[None], j, 0)
+
+    def backward(t, x):  # Lᵀ x = y, x[k] = 0 for k <= j so far
+        j = d - 1 - t
+        s = at(y, j) - jnp.sum(at(factor, j, 1)[:, None] * x, 0)
+        return jax.lax.dynamic_update_index_in_dim(x, s / at(pivots, j)[None], j, 0)
+
+    y = jax.lax.fori_loop(0, d, forward, jnp.zeros_like(b))
+    return jax.lax.fori_loop(0, d, backward, jnp.zeros_like(b))
 
 
 # --- Device layout: padded, bucketed shapes the kernels compile for. ---
@@ -145,21 +123,22 @@ def chunk_layout(rows, cols, vals, n_rows, n_chunks, chunk, pad_value):
     Returns ``(row [NC], col [NC, C], val [NC, C], weight [NC, C], has [R])``,
     chunks sorted by row; ``has`` marks rows with at least one rating.
     """
-    order = np.argsort(rows, kind="stable")
-    rows, cols, vals = rows[order], cols[order], vals[order]
+    order = group_order(rows, n_rows)
     count = np.bincount(rows, minlength=n_rows)
     per_row = -(-count // chunk)
-    start = np.cumsum(count) - count
     first_chunk = np.cumsum(per_row) - per_row
-    pos = np.arange(rows.shape[0]) - start[rows]
-    which, slot = first_chunk[rows] + pos // chunk, pos % chunk
+    # Row by row in sorted order, so repeat (sequential) instead of a gather by row.
+    pos = np.arange(rows.shape[0]) - np.repeat(np.cumsum(count) - count, count)
+    flat = np.repeat(first_chunk * chunk, count) + pos
+    size = n_chunks * chunk
+    col = np.zeros(size, np.int32)
+    val = np.full(size, pad_value, np.float32)
+    weight = np.zeros(size, np.float32)
+    col[flat], val[flat], weight[flat] = cols[order], vals[order], 1.0
     row = np.full(n_chunks, n_rows - 1, np.int32)  # padding chunks: last row, weight 0
-    row[: per_row.sum()] = np.repeat(np.arange(n_rows), per_row)
-    col = np.zeros((n_chunks, chunk), np.int32)
-    val = np.full((n_chunks, chunk), pad_value, np.float32)
-    weight = np.zeros((n_chunks, chunk), np.float32)
-    col[which, slot], val[which, slot], weight[which, slot] = cols, vals, 1.0
-    return row, col, val, weight, (count > 0).astype(np.float32)
+    row[: per_row.sum()] = np.repeat(np.arange(n_rows, dtype=np.int32), per_row)
+    return (row, col.reshape(n_chunks, chunk), val.reshape(n_chunks, chunk),
+            weight.reshape(n_chunks, chunk), (count > 0).astype(np.float32))
 
 
 def pad_obs(u, i, r, size, pad_value):
@@ -197,6 +176,19 @@ def padded_shapes(cu, ci, chunk, d):
 # --- Kernels. ---
 
 
+def compiler_options() -> dict[str, str]:
+    """XLA options the Gibbs programs are compiled with on the default backend.
+
+    On CPU, no YNNPACK fusions: XLA:CPU would hand a few of the half-step's
+    reductions and elementwise ops to YNNPACK, which builds a runtime for each
+    on a program's first run and ran them slower than XLA's own loops here
+    (MovieLens 100K half-step: 13-19 ms with them, 7-8 ms without; first run
+    57-72 ms vs 36 ms). Other backends take their defaults.
+    """
+    return {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else {}
+
+
+
 def loss_derivatives(loss, pred: jax.Array, target: jax.Array):
     """Per-element ``ℓ'`` and ``ℓ''`` of a per-element loss in ``pred``."""
     grad = jax.grad(lambda p: jnp.sum(loss(p, target)))
@@ -209,6 +201,12 @@ def curvature(pred: jax.Array, target: jax.Array, *, loss) -> jax.Array:
     return loss_derivatives(loss, pred, target)[1]
 
 
+#: Chunk slots added per step of :func:`row_normal_equations`'s loop (unrolled
+#: inside it): 4 runs as fast as 8 or 32 here in a program a third the size,
+#: which a new process pays for when it loads the program.
+SLOT_UNROLL = 4
+
+
 def row_normal_equations(other, x0, mean, row, col, val, weight, *, n_rows, rank, loss):
     """Per-row ``H [R, D, D]`` and ``g [R, D]`` of ``½ Σ_j loss(pred_j, r_j)`` at ``x0``.
 
@@ -217,33 +215,44 @@ def row_normal_equations(other, x0, mean, row, col, val, weight, *, n_rows, rank
     Gauss–Newton form, exact here since ``pred`` is linear in ``x``). For squared
     error: ``Σ f_j f_jᵀ`` and ``Σ (pred_j - r_j) f_j``, ``f_j = [y_j[:rank], 1]``.
 
-    ``J_j`` depends on the other side's row alone, so ``J`` and ``J Jᵀ`` are
-    taken once per row of ``other`` and gathered per rating, one chunk slot at
-    a time: XLA:CPU fuses that into one pass over the chunks, where a
-    ``[NC, C, D, D]`` product reduced over ``C`` ran 4-5x slower (measured on
-    MovieLens 100K, 2-core CPU). The barriers keep ``pred`` and the loss
-    derivatives from being recomputed inside that pass.
+    ``J_j`` depends on the other side's row alone, so ``[J Jᵀ, J]`` is taken once
+    per row of ``other`` and gathered per rating, a few chunk slots per step of
+    a loop over the slots (:data:`SLOT_UNROLL`), each row scaled by ``ℓ''`` in
+    its ``J Jᵀ`` part and by ``ℓ'`` in its ``J`` part: XLA:CPU fuses each step
+    into one pass over the chunks, where a ``[NC, C, D, D]`` product reduced
+    over ``C`` ran 4-5x slower (measured on MovieLens 100K, 2-core CPU). The
+    barrier keeps ``pred`` from being recomputed inside that pass.
     """
     feats = jnp.concatenate([other[:, :rank], jnp.ones_like(other[:, :1])], -1)   # [O, D]
     offset = mean + other[:, rank]                                                 # [O]
 
     def pred_fn(x, f, off):
-        return x @ f + off
+        return jnp.sum(x * f) + off
 
     jac = jax.vmap(jax.grad(pred_fn), (None, 0, 0))(x0[0], feats, offset)           # [O, D]
     d = jac.shape[1]
-    outer = (jac[:, :, None] * jac[:, None, :]).reshape(-1, d * d)                  # [O, D*D]
+    table = jnp.concatenate([(jac[:, :, None] * jac[:, None, :]).reshape(-1, d * d), jac], 1)
     pred = jnp.sum(x0[row][:, None, :] * feats[col], -1) + offset[col]              # [NC, C]
     d1, d2 = loss_derivatives(loss, jax.lax.optimization_barrier(pred).reshape(-1),
                               val.reshape(-1))
     live = weight > 0
     d1 = jnp.where(live, 0.5 * d1.reshape(pred.shape), 0.0)
     d2 = jnp.where(live, 0.5 * jnp.maximum(d2.reshape(pred.shape), 0.0), 0.0)
-    d1, d2 = jax.lax.optimization_barrier((d1, d2))
-    h = sum(outer[col[:, j]] * d2[:, j, None] for j in range(col.shape[1]))         # [NC, D*D]
-    g = sum(jac[col[:, j]] * d1[:, j, None] for j in range(col.shape[1]))           # [NC, D]
-    return (jax.ops.segment_sum(h, row, n_rows, indices_are_sorted=True).reshape(n_rows, d, d),
-            jax.ops.segment_sum(g, row, n_rows, indices_are_sorted=True))
+    n_chunks, chunk = col.shape
+    step = max(u for u in range(1, SLOT_UNROLL + 1) if chunk % u == 0)
+    col_s, d1_s, d2_s = (a.reshape(n_chunks, chunk // step, step) for a in (col, d1, d2))
+    curvature_part = (jnp.arange(d * d + d) < d * d)[None]                          # [1, D²+D]
+
+    def add_slots(j, acc):
+        c, a1, a2 = (jax.lax.dynamic_index_in_dim(a, j, 1, keepdims=False)
+                     for a in (col_s, d1_s, d2_s))
+        return acc + sum(table[c[:, s]] * jnp.where(curvature_part, a2[:, s, None],
+                                                     a1[:, s, None]) for s in range(step))
+
+    sums = jax.lax.fori_loop(0, chunk // step, add_slots,
+                             jnp.zeros((n_chunks, d * d + d), jac.dtype))          # per chunk
+    sums = jax.ops.segment_sum(sums, row, n_rows, indices_are_sorted=True)
+    return sums[:, : d * d].reshape(n_rows, d, d), sums[:, d * d :]
 
 
 def _predict(x, other, self_idx, other_idx, mean, rank):
@@ -252,35 +261,48 @@ def _predict(x, other, self_idx, other_idx, mean, rank):
 
 
 @partial(jax.jit, static_argnames=("rank", "loss"))
-def half_step(x, other, alpha, seed, counter, layout, obs, prior, *, rank, loss):
-    """Resample one side's hyperparameters and rows given the other side, then alpha.
+def half_step(x, other, alpha, lam, lam_m, z, layout, obs, mean, *, rank, loss):
+    """Resample one side's rows given the other side, the row prior and alpha.
 
-    Random numbers come from ``fold_in(rbg_key(seed), counter)`` (the key is made
-    inside the program, so that a caller needs no eager JAX operation).
+    Each row's conditional is Gaussian with precision ``P = Lam + alpha H`` and
+    linear term ``Lam m + alpha (H x0 - g)`` (:func:`row_normal_equations` at the
+    current rows ``x0 = x``); one Cholesky factor gives both its mean and a draw.
 
-    Returns ``(new rows [R, D], their conditional means [R, D], alpha, finite)``,
-    ``finite`` False when any new row or alpha is nan/inf.
+    Args:
+        x: ``[R, D]`` this side's current rows.
+        other: ``[O, D]`` the other side's rows.
+        alpha: noise precision.
+        lam, lam_m: ``[D, D]`` row-prior precision ``Lam`` and ``[D]`` ``Lam m``.
+        z: ``[R, D]`` standard normals, the randomness of the draw.
+        layout: this side's :func:`chunk_layout`.
+        obs: ``(self index, other index, rating, weight)`` of every rating
+            (:func:`pad_obs`), for the deviance of the new rows.
+        mean: the global offset.
+
+    Returns:
+        ``(new rows [R, D], their conditional means [R, D], stats [D + D² + 1])``:
+        ``stats`` is ``Σ x, Σ x xᵀ`` of the new rows with data (the next
+        Normal–Wishart draw's input, :func:`factorflow.hyperpriors.row_statistics`)
+        and ``Σ loss(pred, r)`` over the ratings (the next noise draw's); nan or
+        inf in the new rows shows in it.
     """
     TRACES["half_step"] += 1
     row, col, val, weight, has = layout
     self_idx, other_idx, target, obs_weight = obs
-    mean, beta0, nu0, w0_inv, a0, b0 = prior
-    n_rows, d = x.shape
-    z = normals(jax.random.fold_in(rbg_key(seed), counter), n_rows * d + d * d + 2 * d + 1)
-    m, lam = normal_wishart_posterior(
-        z[n_rows * d : -1], x, has, beta0=beta0, nu0=nu0, w0_inv=w0_inv)
+    n_rows = x.shape[0]
     h, g = row_normal_equations(other, x, mean, row, col, val, weight,
                                 n_rows=n_rows, rank=rank, loss=loss)
-    lin = (lam @ m)[None] + alpha * (jnp.einsum("rde,re->rd", h, x) - g)
-    chol = jnp.linalg.cholesky(lam[None] + alpha * h)
+    lin = (lam_m[None] + alpha * (_mv(h, x) - g)).T                               # [D, R]
+    chol = cholesky(jnp.transpose(lam[None] + alpha * h, (1, 2, 0)))             # [D, D, R]
     # P^-1 (b + L z) ~ N(P^-1 b, P^-1) with L Lᵀ = P; solve for sample and mean at once.
-    noisy = lin + jnp.einsum("rij,rj->ri", chol, z[: n_rows * d].reshape(n_rows, d))
-    sol = jax.scipy.linalg.cho_solve((chol, True), jnp.stack([noisy, lin], -1))
-    new = sol[..., 0]
+    sol = cho_solve(chol, jnp.stack([lin + jnp.sum(chol * z.T[None], 1), lin], 1))
+    new, cond = sol[:, 0].T, sol[:, 1].T
     pred = _predict(new, other, self_idx, other_idx, mean, rank)
-    dev = jnp.where(obs_weight > 0, loss(pred, target), 0.0)
-    alpha = gamma_rate(a0 + 0.5 * obs_weight.sum(), b0 + 0.5 * dev.sum(), z[-1])
-    return new, sol[..., 1], alpha, jnp.isfinite(alpha) & jnp.all(jnp.isfinite(new))
+    deviance = jnp.sum(jnp.where(obs_weight > 0, loss(pred, target), 0.0))
+    rows = new * has[:, None]
+    stats = jnp.concatenate([rows.sum(0), jnp.sum(rows[:, :, None] * rows[:, None, :], 0)
+                             .reshape(-1), deviance[None]])
+    return new, cond, stats
 
 
 @partial(jax.jit, static_argnames=("loss",))

@@ -14,6 +14,7 @@ from factorflow.bayes import (
     average_samples,
     bucket,
     fit_gibbs,
+    kept_stride,
     kept_sweeps,
     row_normal_equations,
 )
@@ -30,6 +31,7 @@ unit = pytest.mark.unit  # every test but the MovieLens one (integration)
 # Three users and two items past the data: rows that must come out all zero.
 N_USERS, N_ITEMS, EXTRA_U, EXTRA_I = 60, 50, 3, 2
 CONFIG = GibbsConfig(rank=4, sweeps=12, burn_in=2, max_samples=4, seed=3)
+N_KEPT = len(kept_sweeps(CONFIG.sweeps, CONFIG.burn_in, CONFIG.max_samples))  # 2: sweeps 6, 10
 
 
 def np_predict(params, users, items):
@@ -99,29 +101,21 @@ def test_averaged_params_predict_the_sample_average():
 
 
 @unit
-def test_normal_wishart_draws_have_the_posterior_moments():
-    rng = np.random.default_rng(2)
-    d, n, beta0, nu0 = 3, 20, 2.0, 3.0
-    x = np.concatenate([rng.normal(0.5, 1.0, (n, d)), np.full((4, d), 9.0)]).astype(np.float32)
-    has = np.r_[np.ones(n), np.zeros(4)].astype(np.float32)          # padding rows ignored
-    w0_inv = np.eye(d, dtype=np.float32) * 0.7
-    draw = jax.jit(jax.vmap(lambda k: sampling.normal_wishart_posterior(
-        sampling.normals(k, d * d + 2 * d), x, has, beta0=beta0, nu0=nu0, w0_inv=w0_inv)))
-    m, lam = draw(jax.random.split(sampling.rbg_key(0), 4000))
-    xs = x[:n].astype(np.float64)
-    xbar, beta_n, nu_n = xs.mean(0), beta0 + n, nu0 + n
-    wn_inv = w0_inv + (xs - xbar).T @ (xs - xbar) + beta0 * n / beta_n * np.outer(xbar, xbar)
-    np.testing.assert_allclose(np.mean(lam, 0), nu_n * np.linalg.inv(wn_inv), rtol=0.05, atol=0.01)
-    np.testing.assert_allclose(np.mean(m, 0), n * xbar / beta_n, atol=0.02)
-    want_cov = wn_inv / (beta_n * (nu_n - d - 1))
-    np.testing.assert_allclose(np.cov(np.asarray(m, np.float64).T), want_cov, rtol=0.1, atol=2e-4)
-
-
-@unit
 def test_kept_sweeps_and_buckets():
-    kept = kept_sweeps(60, 2, 16)
-    assert len(set(kept)) == 16 and kept[-1] == 60 and kept.min() > 2 and np.all(np.diff(kept) >= 3)
+    assert list(kept_sweeps(60, 2, 16)) == list(range(6, 59, 4))     # stride 4: 14 samples
     assert list(kept_sweeps(6, 2, 16)) == [3, 4, 5, 6]
+    assert list(kept_sweeps(18, 2, 16)) == list(range(3, 19))        # exactly 16: all kept
+    assert list(kept_sweeps(19, 2, 16)) == list(range(4, 20, 2))     # the 17th thins to 8
+    # Online: after each sweep the kept set is every stride-th sweep so far, at most
+    # max_samples; it only gains the current sweep (a dropped one never returns),
+    # and where it ends is the final model's.
+    for n, cap in ((60, 16), (41, 5), (7, 1), (3, 3)):
+        kept: set[int] = set()
+        for j in range(1, n + 1):
+            now = set(range(kept_stride(j, cap), j + 1, kept_stride(j, cap)))
+            assert now - kept <= {j} and 0 < len(now) <= cap
+            kept = now
+        assert sorted(kept) == list(kept_sweeps(n + 2, 2, cap) - 2)
     sizes = [bucket(n) for n in range(1, 5000)]
     assert all(b >= n and b <= max(32, n * 1.125) for n, b in zip(range(1, 5000), sizes))
     assert len(set(sizes)) < 60 and sizes == sorted(sizes)
@@ -137,21 +131,22 @@ def test_fit_beats_the_baseline_and_reports(data, fitted):
     assert model_rmse < 0.85 * base_rmse, (model_rmse, base_rmse)
     assert [h["epoch"] for h in result.history] == list(range(1, CONFIG.sweeps + 1))
     last = result.history[-1]
-    assert last["samples"] == CONFIG.max_samples and last["train_loss"] == pytest.approx(
+    assert [h["samples"] for h in result.history] == [0, 0, 1, 2, 3, 4, 2, 3, 3, 4, 4, 2]
+    assert last["samples"] == N_KEPT and last["train_loss"] == pytest.approx(
         last["train_rmse"] ** 2, rel=1e-4)
     assert all(h["ratings_per_s"] > 0 and h["valid_rmse"] > 0 for h in result.history)
     assert len(lines) == CONFIG.sweeps and lines[-1].startswith(f"sweep {CONFIG.sweeps}/")
     assert "valid RMSE" in lines[-1] and "ratings/s" in lines[-1]
-    # on_epoch: the current sample alone until the first kept one, then the average so far.
+    # on_epoch: the current rows alone until the first kept sweep, then the average so far.
     assert [t for t, _ in seen] == list(range(1, CONFIG.sweeps + 1))
-    assert seen[0][1] == (N_USERS + EXTRA_U, CONFIG.rank)
-    assert seen[-1][1] == (N_USERS + EXTRA_U, CONFIG.max_samples * CONFIG.rank)
+    assert [shape[1] // CONFIG.rank for _, shape in seen] == [1, 1, 1, 2, 3, 4, 2, 3, 3, 4, 4, 2]
+    assert seen[-1][1] == (N_USERS + EXTRA_U, N_KEPT * CONFIG.rank)
 
 
 @unit
 def test_published_shapes_and_rows_without_data(data, fitted):
     params, valid = fitted[0].params, data[1]
-    s_rank = CONFIG.max_samples * CONFIG.rank
+    s_rank = N_KEPT * CONFIG.rank
     assert params.user_factors.shape == (N_USERS + EXTRA_U, s_rank)
     assert params.item_factors.shape == (N_ITEMS + EXTRA_I, s_rank)
     assert all(p.dtype == np.float32 and np.all(np.isfinite(p)) for p in params)
@@ -184,6 +179,19 @@ def test_history_matches_the_published_model_deterministic_no_recompile(data, fi
     for a, b in zip(same.params, fitted[0].params):
         np.testing.assert_array_equal(a, b)
     assert same.history[-1]["valid_rmse"] is None
+
+
+@unit
+def test_every_sweeps_metrics_are_those_of_its_averaged_model(data):
+    """The running sums follow the kept set through each thinning (sweeps 7 and 12 here)."""
+    train, valid = data
+    scored = {}
+    result = fit_gibbs(train, n_users=N_USERS, n_items=N_ITEMS, valid=valid,
+                       config=CONFIG._replace(clip=False),
+                       on_epoch=lambda t, p: scored.__setitem__(
+                           t, rmse(np_predict(p, valid.users, valid.items), valid.ratings)))
+    assert [h["valid_rmse"] for h in result.history] == pytest.approx(
+        [scored[t] for t in range(1, CONFIG.sweeps + 1)], abs=2e-5)
 
 
 @unit

@@ -171,10 +171,10 @@ def average_samples(mean, user_samples, item_samples, user_has=None, item_has=No
 
 
 def _load_programs(pool, shapes, n_obs: int, n_valid: int, *, rank: int, loss: DataLoss):
-    """Futures of ``[user half-step, item half-step]`` and ``score`` for these padded sizes.
+    """A future of ``[user half-step, item half-step]``, and how to load ``score``.
 
     Args:
-        pool: the threads that load them.
+        pool: the thread that loads the half-steps (the largest program).
         shapes: ``((R, NC, C) of users, of items)`` (:func:`sampling.padded_shapes`).
         n_obs, n_valid: padded train and validation rating counts.
         rank, loss: the static settings.
@@ -206,7 +206,7 @@ def _load_programs(pool, shapes, n_obs: int, n_valid: int, *, rank: int, loss: D
                              name="sampling.score", static=dict(loss=loss),
                              options=sampling.compiler_options())
 
-    return pool.submit(steps), pool.submit(score)
+    return pool.submit(steps), score
 
 
 def _check_config(c: GibbsConfig) -> None:
@@ -312,10 +312,11 @@ def fit_gibbs(
     n_rows = (int(np.count_nonzero(cu)), int(np.count_nonzero(ci)))
     shapes = sampling.padded_shapes(cu, ci, config.chunk, d)
     n_obs, n_valid = bucket(len(r)), bucket(max(0 if valid is None else len(valid), 1))
-    # The programs load (from disk, GIL released) on two other threads while
-    # the data is laid out here: on a 2-core CPU that hides most of the layout.
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        loading = _load_programs(pool, shapes, n_obs, n_valid, rank=k, loss=loss)
+    # The half-step loads (from disk, GIL released) on another thread while the
+    # data is laid out here, then this thread loads the score program: on a
+    # 2-core CPU that hides the layout and the smaller load.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        loading, load_score = _load_programs(pool, shapes, n_obs, n_valid, rank=k, loss=loss)
         (ru, ncu, chu), (ri, nci, chi) = shapes
         lay_u = sampling.chunk_layout(u, i, r, ru, ncu, chu, mean)
         lay_i = sampling.chunk_layout(i, u, r, ri, nci, chi, mean)
@@ -329,9 +330,9 @@ def fit_gibbs(
         rng = np.random.default_rng(config.seed)
         # Factors N(0, s0²); biases start at the damped-mean baseline, so the first
         # sweeps refine a model that already has them instead of finding them.
-        base = fit_baseline(train, n_users=n_users, n_items=n_items, iters=3)
         x = [np.concatenate([rng.normal(0, s0, (n, k)), np.zeros((n, 1))], 1).astype(np.float32)
              for n in (ru, ri)]
+        base = fit_baseline(train, n_users=n_users, n_items=n_items, iters=3)
         x[0][:n_users, k], x[1][:n_items, k] = base.user_bias, base.item_bias
         row_stats = [hyperpriors.row_statistics(x[s], has[s]) for s in (0, 1)]
         noise_shapes = [a.shape for a in x]
@@ -340,7 +341,8 @@ def fit_gibbs(
         obs = jax.device_put(((pu, pi, pr, pw), (pi, pu, pr, pw)))
         obs_v = jax.device_put(sampling.pad_obs(*v, n_valid, mean))
         x = jax.device_put(x)
-        steps, score = (f.result() for f in loading)
+        score = load_score()
+        steps = loading.result()
     alpha, mean32 = 1.0 / var, np.float32(mean)
     sums = (np.zeros(n_obs, np.float32), np.zeros(n_valid, np.float32), np.float32(0))
     kept: dict[int, tuple[jax.Array, jax.Array]] = {}  # post-burn-in sweep -> row means
@@ -357,17 +359,22 @@ def fit_gibbs(
         return score(*current, sums, np.float32(keep), has, obs[0], obs_v, mean32, bounds)
 
     stats, paused = (math.nan,) * 3, 0.0
+    def draws(s):
+        """Side ``s``'s row prior ``(Lam, Lam m)`` and normals: they need only its
+        rows' statistics, so they are drawn while the other side's step runs."""
+        m, lam = hyperpriors.normal_wishart_posterior(
+            rng, n_rows[s], row_stats[s], beta0=config.prior_strength, nu0=nu0, w0_inv=w0_inv)
+        return (lam.astype(np.float32), (lam @ m).astype(np.float32),
+                rng.standard_normal(noise_shapes[s], np.float32))
+
+    ahead = draws(0)
     for t in range(1, sweeps + 1):
         t0 = time.perf_counter()
         means = [None, None]
         for s in (0, 1):  # users, then items
-            m, lam = hyperpriors.normal_wishart_posterior(
-                rng, n_rows[s], row_stats[s], beta0=config.prior_strength, nu0=nu0,
-                w0_inv=w0_inv)
-            x[s], means[s], out = steps[s](
-                x[s], x[1 - s], np.float32(alpha), lam.astype(np.float32),
-                (lam @ m).astype(np.float32), rng.standard_normal(noise_shapes[s], np.float32),
-                lays[s], obs[s], mean32)
+            x[s], means[s], out = steps[s](x[s], x[1 - s], np.float32(alpha), *ahead, lays[s],
+                                           obs[s], mean32)
+            ahead = draws(1 - s)  # the next step's, while this one runs
             out = np.asarray(out, np.float64)
             if not np.all(np.isfinite(out)):
                 raise TrainingDivergedError(

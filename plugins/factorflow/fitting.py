@@ -168,12 +168,13 @@ def fit_files(
         ValueError: malformed file, bad or unknown settings, diverged training.
     """
     from factorflow import training
-    from factorflow.compilation import enable_compilation_cache
+    from factorflow.compilation import enable_compilation_cache, start_runtime
     from factorflow.evaluation import fit_baseline, mae, rmse
     from factorflow.matrix import MIN_USER_RATINGS, Triplets, _split_mask
     from factorflow.model import FactorModel
 
     enable_compilation_cache()
+    runtime = start_runtime()  # while the files are read
     started = time.perf_counter()
     log = log or (lambda line: None)
     if not 0.0 <= valid_fraction < 1.0:
@@ -215,6 +216,7 @@ def fit_files(
                                         test.ratings)
         fit_kwargs["on_epoch"] = on_epoch
 
+    runtime.result()  # JAX's own error if its backend cannot start
     fit_started = time.perf_counter()
     model = FactorModel.fit(train, n_users=n_users, n_items=n_items, valid=valid,
                             config=train_config, log=log, **fit_kwargs)

@@ -215,8 +215,9 @@ def row_normal_equations(other, x0, mean, row, col, val, weight, *, n_rows, rank
     Gauss–Newton form, exact here since ``pred`` is linear in ``x``). For squared
     error: ``Σ f_j f_jᵀ`` and ``Σ (pred_j - r_j) f_j``, ``f_j = [y_j[:rank], 1]``.
 
-    ``J_j`` depends on the other side's row alone, so ``[J Jᵀ, J]`` is taken once
-    per row of ``other`` and gathered per rating, a few chunk slots per step of
+    ``J_j`` depends on the other side's row alone, so ``[J Jᵀ, J]`` (``J Jᵀ`` by
+    its upper triangle: 77 numbers instead of 132 at rank 10) is taken once per
+    row of ``other`` and gathered per rating, a few chunk slots per step of
     a loop over the slots (:data:`SLOT_UNROLL`), each row scaled by ``ℓ''`` in
     its ``J Jᵀ`` part and by ``ℓ'`` in its ``J`` part: XLA:CPU fuses each step
     into one pass over the chunks, where a ``[NC, C, D, D]`` product reduced
@@ -231,7 +232,9 @@ def row_normal_equations(other, x0, mean, row, col, val, weight, *, n_rows, rank
 
     jac = jax.vmap(jax.grad(pred_fn), (None, 0, 0))(x0[0], feats, offset)           # [O, D]
     d = jac.shape[1]
-    table = jnp.concatenate([(jac[:, :, None] * jac[:, None, :]).reshape(-1, d * d), jac], 1)
+    upper_a, upper_b = np.triu_indices(d)                                          # J Jᵀ is symmetric:
+    n_pairs = upper_a.shape[0]                                                     # its D(D+1)/2 entries
+    table = jnp.concatenate([jac[:, upper_a] * jac[:, upper_b], jac], 1)           # [O, D(D+1)/2 + D]
     pred = jnp.sum(x0[row][:, None, :] * feats[col], -1) + offset[col]              # [NC, C]
     d1, d2 = loss_derivatives(loss, jax.lax.optimization_barrier(pred).reshape(-1),
                               val.reshape(-1))
@@ -241,7 +244,7 @@ def row_normal_equations(other, x0, mean, row, col, val, weight, *, n_rows, rank
     n_chunks, chunk = col.shape
     step = max(u for u in range(1, SLOT_UNROLL + 1) if chunk % u == 0)
     col_s, d1_s, d2_s = (a.reshape(n_chunks, chunk // step, step) for a in (col, d1, d2))
-    curvature_part = (jnp.arange(d * d + d) < d * d)[None]                          # [1, D²+D]
+    curvature_part = (jnp.arange(n_pairs + d) < n_pairs)[None]                      # [1, pairs+D]
 
     def add_slots(j, acc):
         c, a1, a2 = (jax.lax.dynamic_index_in_dim(a, j, 1, keepdims=False)
@@ -250,9 +253,11 @@ def row_normal_equations(other, x0, mean, row, col, val, weight, *, n_rows, rank
                                                      a1[:, s, None]) for s in range(step))
 
     sums = jax.lax.fori_loop(0, chunk // step, add_slots,
-                             jnp.zeros((n_chunks, d * d + d), jac.dtype))          # per chunk
+                             jnp.zeros((n_chunks, n_pairs + d), jac.dtype))        # per chunk
     sums = jax.ops.segment_sum(sums, row, n_rows, indices_are_sorted=True)
-    return sums[:, : d * d].reshape(n_rows, d, d), sums[:, d * d :]
+    pair = np.zeros((d, d), np.int32)
+    pair[upper_a, upper_b] = pair[upper_b, upper_a] = np.arange(n_pairs)
+    return sums[:, pair.reshape(-1)].reshape(n_rows, d, d), sums[:, n_pairs:]
 
 
 def _predict(x, other, self_idx, other_idx, mean, rank):

@@ -44,7 +44,7 @@ def train_factors(
     Returns:
         JSON-safe summary: artifact paths and the headline metrics.
     """
-    from factorflow.compilation import enable_compilation_cache
+    from factorflow.compilation import enable_compilation_cache, start_runtime
     from factorflow.curves import save_history
     from factorflow.evaluation import fit_baseline, predict_baseline, regression_metrics
     from factorflow.matrix import Triplets, load_matrices
@@ -56,11 +56,13 @@ def train_factors(
     if top_n < 1:
         raise ValueError(f"top_n must be >= 1, got {top_n}")
     cache = enable_compilation_cache()
+    runtime = start_runtime()  # while the matrices load
     started = time.perf_counter()
     data = load_matrices(matrix_dir)
     n_users, n_items = data.summary["n_users"], data.summary["n_items"]
     train_config = TrainConfig(**{k: v for k, v in config.items() if v is not None})
     valid = data.valid if len(data.valid) else None
+    runtime.result()  # JAX's own error if its backend cannot start
     log_fn = log_fn or log.info
     log_fn(f"training on {len(data.train)} ratings ({n_users} users x {n_items} items), "
            f"validating on {len(data.valid)}; config {train_config._asdict()}; "

@@ -18,10 +18,10 @@ FACTORFLOW = Path(sys.executable).parent / "factorflow"
 TRAIN = "".join(f"{u},{i},{1 + (u * 7 + i * 3) % 5}\n" for u in range(12) for i in range(10))
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, platforms: str = "cpu") -> subprocess.CompletedProcess:
     if not FACTORFLOW.exists():
         pytest.skip(f"console script {FACTORFLOW} not installed")
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": platforms}
     return subprocess.run([str(FACTORFLOW), *args], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=300)
 
@@ -103,3 +103,13 @@ def test_fit_prints_a_readable_summary(tmp_path, capsys):
     assert "trained on 120 ratings (12 users x 10 items): rank 2, 2 epochs" in captured.out
     assert "test RMSE" in captured.out and "bias-only" in captured.out
     assert re.search(r"(epoch|sweep) 1/2", captured.err)
+
+
+@pytest.mark.integration
+def test_a_backend_that_cannot_start_is_a_clean_error(tmp_path):
+    """JAX_PLATFORMS=cuda on a machine without JAX's CUDA plugin: one line, exit 2."""
+    train = tmp_path / "train.csv"
+    train.write_text(TRAIN)
+    proc = run_cli("fit", "--train", str(train), "--epochs", "2", platforms="cuda")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "JAX could not start a backend (JAX_PLATFORMS=cuda)" in proc.stderr

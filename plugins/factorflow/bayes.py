@@ -26,7 +26,7 @@ on the host from the statistics it returns (:mod:`factorflow.hyperpriors`).
 Kept models average both sides' *conditional means* (Rao-Blackwellised: the
 mean of each row's Gaussian conditional, not its draw), and every post-burn-in
 sweep is kept until ``max_samples`` are, then every 2nd, 4th, ... (the kept
-ones thinned to match, :func:`kept_stride`): the averaged model improves from
+ones thinned to match, :func:`factorflow.averaging.kept_stride`): the averaged model improves from
 the first post-burn-in sweep on. The biases start at the damped-mean baseline
 (:func:`factorflow.evaluation.fit_baseline`), the factors at small noise.
 
@@ -34,7 +34,7 @@ Published model: the average over the kept samples ``s = 1..S`` of
 ``mean + b_u^s + c_i^s + <p_u^s, q_i^s>`` is exactly one :class:`FactorParams`
 of rank ``S * rank``: ``user_factors = concat_s(p^s) / sqrt(S)``,
 ``item_factors = concat_s(q^s) / sqrt(S)``, biases averaged (see
-:func:`average_samples`). Per-sample clipping cannot be represented; with
+:func:`factorflow.averaging.average_samples`). Per-sample clipping cannot be represented; with
 ``GibbsConfig.clip`` the *reported* metrics clip the averaged prediction to the
 training rating range. Users/items in ``[0, n)`` without training ratings get
 zero factors and biases (they predict ``mean +`` the other side's bias).
@@ -50,7 +50,7 @@ rescale every quantity consistently): with ``v = var(train ratings)`` and
 Compilation: one ``jax.jit`` half-step serves both sides; padded sizes come
 from :func:`bucket` (at most 1/8 padding), so fits of similar size reuse the
 compiled programs; users and items are padded to one common shape (one compile)
-unless that would cost more than ``sampling.SHARE_MAX_OVERHEAD`` extra work per
+unless that would cost more than ``chunks.SHARE_MAX_OVERHEAD`` extra work per
 sweep (e.g. 610 users vs 9724 items), when each side gets its own shape and
 chunk size. A sweep is three compiled calls (two half-steps, the score),
 reported one by one. The programs come from :mod:`factorflow.programs` (kept
@@ -71,11 +71,13 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from factorflow import hyperpriors, programs, sampling
+from factorflow import chunks, hyperpriors, sampling
+from factorflow.averaging import KeptSamples, average_samples, kept_stride, kept_sweeps  # noqa: F401 (API)
+from factorflow.chunks import bucket
 from factorflow.evaluation import fit_baseline
 from factorflow.losses import DataLoss, huber, resolve_loss, squared_error
 from factorflow.matrix import Triplets
-from factorflow.sampling import TRACES, bucket, row_normal_equations  # noqa: F401 (API)
+from factorflow.sampling import TRACES, row_normal_equations  # noqa: F401 (API)
 from factorflow.training import FactorParams, FitResult, TrainingDivergedError
 
 __all__ = ["GibbsConfig", "TRACES", "average_samples", "bucket", "fit_gibbs", "kept_stride",
@@ -94,7 +96,7 @@ class GibbsConfig(NamedTuple):
         chunk: ratings per padded chunk in the per-row layout.
         max_samples: at most this many post-burn-in samples are kept for the
             published model, evenly thinned (between half and all of it; see
-            :func:`kept_sweeps`).
+            :func:`factorflow.averaging.kept_sweeps`).
         clip: clip the averaged prediction to the training rating range in the
             reported train/valid metrics (the published parameters cannot clip).
         latent_scale: ``s0 = latent_scale * (var_r / rank) ** 0.25``.
@@ -116,97 +118,6 @@ class GibbsConfig(NamedTuple):
     prior_dof: float = 0.0
     noise_shape: float = 1.0
     noise_rate: float = 1.0
-
-
-def kept_stride(j: int, max_samples: int) -> int:
-    """Keep every ``stride``-th post-burn-in sweep once ``j`` of them have run.
-
-    The smallest power of two with ``j // stride <= max_samples``: every sweep
-    is kept until ``max_samples`` are, then every 2nd (the kept ones thinned to
-    match), every 4th, and so on. So the averaged model improves from the first
-    post-burn-in sweep on, and the kept samples always spread evenly over the
-    run so far.
-    """
-    stride = 1
-    while j // stride > max_samples:
-        stride *= 2
-    return stride
-
-
-def kept_sweeps(sweeps: int, burn_in: int, max_samples: int) -> np.ndarray:
-    """1-based sweeps whose samples the final model averages (see :func:`kept_stride`).
-
-    Every ``s``-th of the ``n = sweeps - burn_in`` post-burn-in sweeps, with
-    ``s = kept_stride(n, max_samples)``: between ``max_samples / 2`` and
-    ``max_samples`` of them (all of them when ``n <= max_samples``).
-    """
-    n = sweeps - burn_in
-    stride = kept_stride(n, max_samples)
-    return burn_in + np.arange(stride, n + 1, stride)
-
-
-def average_samples(mean, user_samples, item_samples, user_has=None, item_has=None) -> FactorParams:
-    """One :class:`FactorParams` predicting the average of ``S`` sampled models.
-
-    Args:
-        mean: the global offset.
-        user_samples: ``[S, n_users, rank + 1]`` rows ``[p_u, b_u]`` per sample.
-        item_samples: ``[S, n_items, rank + 1]`` rows ``[q_i, c_i]``.
-        user_has, item_has: optional ``[n]`` masks; rows where False are zeroed.
-
-    Returns:
-        float32 NumPy params with factors ``[n, S * rank]``: ``concat_s(p^s) / sqrt(S)``
-        (so ``<p_u, q_i>`` is the sample average of dot products) and averaged biases.
-    """
-    out = []
-    for samples, has in ((user_samples, user_has), (item_samples, item_has)):
-        x = np.asarray(samples, np.float64)
-        if has is not None:
-            x = x * (np.asarray(has) > 0)[None, :, None]
-        s, n, d = x.shape
-        factors = x[..., : d - 1].transpose(1, 0, 2).reshape(n, s * (d - 1)) / math.sqrt(s)
-        out.append((x[..., d - 1].mean(0).astype(np.float32), factors.astype(np.float32)))
-    (ub, uf), (ib, itf) = out
-    return FactorParams(np.float32(mean), ub, ib, uf, itf)
-
-
-def _load_programs(pool, shapes, n_obs: int, n_valid: int, *, rank: int, loss: DataLoss):
-    """A future of ``[user half-step, item half-step]``, and how to load ``score``.
-
-    Args:
-        pool: the thread that loads the half-steps (the largest program).
-        shapes: ``((R, NC, C) of users, of items)`` (:func:`sampling.padded_shapes`).
-        n_obs, n_valid: padded train and validation rating counts.
-        rank, loss: the static settings.
-    """
-    f32, i32 = np.float32, np.int32
-
-    def spec(shape, dtype=f32):
-        return jax.ShapeDtypeStruct(shape, dtype)
-
-    d = rank + 1
-    rows = [spec((n, d)) for n, _, _ in shapes]
-    layouts = [(spec((nc,), i32), spec((nc, c), i32), spec((nc, c)), spec((nc, c)), spec((n,)))
-               for n, nc, c in shapes]
-    obs = (spec((n_obs,), i32), spec((n_obs,), i32), spec((n_obs,)), spec((n_obs,)))
-    valid = (spec((n_valid,), i32), spec((n_valid,), i32), spec((n_valid,)), spec((n_valid,)))
-    scalar, sums = spec(()), (spec((n_obs,)), spec((n_valid,)), spec(()))
-
-    def steps():
-        return [programs.load(sampling.half_step, (rows[s], rows[1 - s], scalar, spec((d, d)),
-                                                   spec((d,)), rows[s], layouts[s], obs, scalar),
-                              name="sampling.half_step", static=dict(rank=rank, loss=loss),
-                              options=sampling.compiler_options())
-                for s in (0, 1)]
-
-    def score():
-        return programs.load(sampling.score, (rows[0], rows[1], sums, scalar,
-                                              (layouts[0][4], layouts[1][4]), obs, valid, scalar,
-                                              spec((2,))),
-                             name="sampling.score", static=dict(loss=loss),
-                             options=sampling.compiler_options())
-
-    return pool.submit(steps), score
 
 
 def _check_config(c: GibbsConfig) -> None:
@@ -310,18 +221,19 @@ def fit_gibbs(
     bounds = np.array([r.min(), r.max()] if config.clip else [-np.inf, np.inf], np.float32)
     cu, ci = np.bincount(u, minlength=n_users), np.bincount(i, minlength=n_items)
     n_rows = (int(np.count_nonzero(cu)), int(np.count_nonzero(ci)))
-    shapes = sampling.padded_shapes(cu, ci, config.chunk, d)
+    shapes = chunks.padded_shapes(cu, ci, config.chunk, d)
     n_obs, n_valid = bucket(len(r)), bucket(max(0 if valid is None else len(valid), 1))
     # The half-step loads (from disk, GIL released) on another thread while the
     # data is laid out here, then this thread loads the score program: on a
     # 2-core CPU that hides the layout and the smaller load.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        loading, load_score = _load_programs(pool, shapes, n_obs, n_valid, rank=k, loss=loss)
+        loading, load_score = sampling.load_kernels(pool, shapes, n_obs, n_valid, rank=k,
+                                                            loss=loss)
         (ru, ncu, chu), (ri, nci, chi) = shapes
-        lay_u = sampling.chunk_layout(u, i, r, ru, ncu, chu, mean)
-        lay_i = sampling.chunk_layout(i, u, r, ri, nci, chi, mean)
+        lay_u = chunks.chunk_layout(u, i, r, ru, ncu, chu, mean)
+        lay_i = chunks.chunk_layout(i, u, r, ri, nci, chi, mean)
         has = (lay_u[4], lay_i[4])
-        pu, pi, pr, pw = sampling.pad_obs(u, i, r, n_obs, mean)
+        pu, pi, pr, pw = chunks.pad_obs(u, i, r, n_obs, mean)
         v = valid or Triplets(np.zeros(0, np.int32), np.zeros(0, np.int32),
                               np.zeros(0, np.float32))
         s0 = config.latent_scale * (var / k) ** 0.25
@@ -339,26 +251,24 @@ def fit_gibbs(
         # NumPy values and device_put only: an eager JAX operation would compile.
         lays = jax.device_put((lay_u, lay_i))
         obs = jax.device_put(((pu, pi, pr, pw), (pi, pu, pr, pw)))
-        obs_v = jax.device_put(sampling.pad_obs(*v, n_valid, mean))
+        obs_v = jax.device_put(chunks.pad_obs(*v, n_valid, mean))
         x = jax.device_put(x)
         score = load_score()
         steps = loading.result()
     alpha, mean32 = 1.0 / var, np.float32(mean)
-    sums = (np.zeros(n_obs, np.float32), np.zeros(n_valid, np.float32), np.float32(0))
-    kept: dict[int, tuple[jax.Array, jax.Array]] = {}  # post-burn-in sweep -> row means
     history: list[dict] = []
     mask_u, mask_i = (np.asarray(h)[:n] for h, n in zip(has, (n_users, n_items)))
+    kept = KeptSamples(lambda rows, keep, sums: score(*rows, sums, np.float32(keep), has,
+                                                      obs[0], obs_v, mean32, bounds),
+                       (np.zeros(n_obs, np.float32), np.zeros(n_valid, np.float32),
+                        np.float32(0)), config.max_samples)
 
     def averaged(current):
-        samples = [kept[j] for j in sorted(kept)] or [current]
+        samples = kept.samples() or [current]
         return average_samples(mean, np.stack([np.asarray(a)[:n_users] for a, _ in samples]),
                                np.stack([np.asarray(b)[:n_items] for _, b in samples]),
                                mask_u, mask_i)
 
-    def fold(current, keep, sums):
-        return score(*current, sums, np.float32(keep), has, obs[0], obs_v, mean32, bounds)
-
-    stats, paused = (math.nan,) * 3, 0.0
     def draws(s):
         """Side ``s``'s row prior ``(Lam, Lam m)`` and normals: they need only its
         rows' statistics, so they are drawn while the other side's step runs."""
@@ -367,6 +277,7 @@ def fit_gibbs(
         return (lam.astype(np.float32), (lam @ m).astype(np.float32),
                 rng.standard_normal(noise_shapes[s], np.float32))
 
+    stats, paused = (math.nan,) * 3, 0.0
     ahead = draws(0)
     for t in range(1, sweeps + 1):
         t0 = time.perf_counter()
@@ -383,21 +294,9 @@ def fit_gibbs(
             row_stats[s] = out[:-1]
             alpha = hyperpriors.noise_precision(rng, len(r), out[-1], shape=config.noise_shape,
                                                 rate=config.noise_rate * var)
-        current, j = tuple(means), t - config.burn_in
-        if j < 1:  # burn-in: the "averaged model" is the current one
-            sums, stats = fold(current, 0, sums)
-        else:
-            stride = kept_stride(j, config.max_samples)
-            dropped = [q for q in kept if q % stride]
-            for q in dropped:
-                del kept[q]
-            if dropped:  # thinned: the running sums start again from the kept rows
-                sums = tuple(np.zeros_like(np.asarray(a)) for a in sums)
-                for q in sorted(kept):
-                    sums, stats = fold(kept[q], 1, sums)
-            if j % stride == 0:
-                kept[j] = current
-                sums, stats = fold(current, 1, sums)
+        current = tuple(means)
+        changed = kept.update(t - config.burn_in, current)
+        stats = stats if changed is None else changed  # None: the averaged model is unchanged
         mse, train_loss, valid_mse = (float(a) for a in np.asarray(stats))
         seconds = time.perf_counter() - t0
         if not math.isfinite(train_loss):
@@ -409,7 +308,7 @@ def fit_gibbs(
         history.append(dict(epoch=t, seconds=time.perf_counter() - start - paused,
                             train_loss=train_loss,
                             train_rmse=math.sqrt(mse), valid_rmse=valid_rmse, ratings_per_s=rate,
-                            samples=len(kept), noise_std=alpha ** -0.5))
+                            samples=len(kept.rows), noise_std=alpha ** -0.5))
         if on_epoch is not None:  # the caller's evaluation: not the fit's time
             t1 = time.perf_counter()
             on_epoch(t, averaged(current))
@@ -417,5 +316,5 @@ def fit_gibbs(
         if log is not None:
             shown = "n/a" if valid_rmse is None else f"{valid_rmse:.4f}"
             log(f"sweep {t}/{sweeps}: train RMSE {math.sqrt(mse):.4f}, valid RMSE {shown} "
-                f"(averaged model, {len(kept)} samples), {rate:,.0f} ratings/s")
+                f"(averaged model, {len(kept.rows)} samples), {rate:,.0f} ratings/s")
     return FitResult(averaged(None), history, sweeps, time.perf_counter() - start)

@@ -10,9 +10,8 @@ row draws come from the fit's seeded NumPy generator too: XLA expands its
 random-bit generators into some 250 instructions, a quarter of the program,
 where NumPy draws a MovieLens-100K side's 18k normals in about 0.2 ms.
 
-Layout: each side's ratings grouped by row in fixed-size chunks
-(:func:`chunk_layout`), every size rounded up by :func:`bucket` so that fits of
-similar size reuse the compiled kernels (:func:`padded_shapes`).
+The data comes laid out by :mod:`factorflow.chunks` (each side's ratings
+grouped by row in fixed-size chunks, bucketed sizes).
 
 Kernels: :func:`row_normal_equations` (per-row ``H``, ``g`` by autodiff of
 the loss), :func:`half_step` (one side's rows given the other side and the
@@ -29,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from factorflow.slots import group_order
+from factorflow import programs
 
 #: Times each compiled kernel was traced (a Python side effect: runs only when tracing).
 TRACES: collections.Counter = collections.Counter()
@@ -103,76 +102,6 @@ def cho_solve(factor: jax.Array, b: jax.Array) -> jax.Array:
     return jax.lax.fori_loop(0, d, backward, jnp.zeros_like(b))
 
 
-# --- Device layout: padded, bucketed shapes the kernels compile for. ---
-
-#: Users and items share one padded shape unless that costs more than this much
-#: extra work per sweep (estimated as chunk gathers plus per-row Cholesky flops).
-SHARE_MAX_OVERHEAD = 0.5
-
-
-def bucket(n: int, minimum: int = 32) -> int:
-    """``n`` rounded up to the next of 8 sizes per power of two (<= 1/8 padding)."""
-    n = max(int(n), minimum)
-    step = 1 << max(n.bit_length() - 4, 0)
-    return -(-n // step) * step
-
-
-def chunk_layout(rows, cols, vals, n_rows, n_chunks, chunk, pad_value):
-    """Each row's ratings in chunks of ``chunk`` (padding has weight 0).
-
-    Returns ``(row [NC], col [NC, C], val [NC, C], weight [NC, C], has [R])``,
-    chunks sorted by row; ``has`` marks rows with at least one rating.
-    """
-    order = group_order(rows, n_rows)
-    count = np.bincount(rows, minlength=n_rows)
-    per_row = -(-count // chunk)
-    first_chunk = np.cumsum(per_row) - per_row
-    # Row by row in sorted order, so repeat (sequential) instead of a gather by row.
-    pos = np.arange(rows.shape[0]) - np.repeat(np.cumsum(count) - count, count)
-    flat = np.repeat(first_chunk * chunk, count) + pos
-    size = n_chunks * chunk
-    col = np.zeros(size, np.int32)
-    val = np.full(size, pad_value, np.float32)
-    weight = np.zeros(size, np.float32)
-    col[flat], val[flat], weight[flat] = cols[order], vals[order], 1.0
-    row = np.full(n_chunks, n_rows - 1, np.int32)  # padding chunks: last row, weight 0
-    row[: per_row.sum()] = np.repeat(np.arange(n_rows, dtype=np.int32), per_row)
-    return (row, col.reshape(n_chunks, chunk), val.reshape(n_chunks, chunk),
-            weight.reshape(n_chunks, chunk), (count > 0).astype(np.float32))
-
-
-def pad_obs(u, i, r, size, pad_value):
-    """``(users, items, ratings, weight)`` padded to ``size`` (weight 0, rating ``pad_value``)."""
-    n = r.shape[0]
-    pad = lambda a, v: np.concatenate([a, np.full(size - n, v, a.dtype)])  # noqa: E731
-    return pad(u, 0), pad(i, 0), pad(r, np.float32(pad_value)), pad(np.ones(n, np.float32), 0)
-
-
-def padded_shapes(cu, ci, chunk, d):
-    """``((R, NC, C) of users, of items)``: padded rows, chunks and chunk size.
-
-    Work per half-step is estimated as ``NC (C + 4) D² + R D³`` (per-rating
-    outer products and per-chunk sums, per-row Cholesky). Both sides get one
-    shape (one compile) with ``C = chunk`` unless that costs more than
-    ``SHARE_MAX_OVERHEAD`` over separate shapes, where each side takes the
-    power-of-two ``C <= chunk`` with the least work (few ratings per row, as
-    for the items of a long-tail catalog, favour short chunks).
-    """
-    def shape(c, size):
-        return bucket(c.shape[0]), bucket((-(-c // size)).sum()), size
-
-    def cost(r, nc, size):
-        return nc * (size + 4) * d * d + r * d**3
-
-    sizes = [1 << j for j in range(2, chunk.bit_length()) if 1 << j < chunk] + [chunk]
-    own = [min((shape(c, s) for s in sizes), key=lambda x: cost(*x)) for c in (cu, ci)]
-    same = [shape(c, chunk) for c in (cu, ci)]
-    shared = tuple(max(a, b) for a, b in zip(*same))
-    if 2 * cost(*shared) <= (1 + SHARE_MAX_OVERHEAD) * sum(cost(*s) for s in own):
-        return shared, shared
-    return tuple(own)
-
-
 # --- Kernels. ---
 
 
@@ -232,9 +161,9 @@ def row_normal_equations(other, x0, mean, row, col, val, weight, *, n_rows, rank
 
     jac = jax.vmap(jax.grad(pred_fn), (None, 0, 0))(x0[0], feats, offset)           # [O, D]
     d = jac.shape[1]
-    upper_a, upper_b = np.triu_indices(d)                                          # J Jᵀ is symmetric:
-    n_pairs = upper_a.shape[0]                                                     # its D(D+1)/2 entries
-    table = jnp.concatenate([jac[:, upper_a] * jac[:, upper_b], jac], 1)           # [O, D(D+1)/2 + D]
+    upper_a, upper_b = np.triu_indices(d)   # J Jᵀ is symmetric: its D(D+1)/2 upper entries
+    n_pairs = upper_a.shape[0]
+    table = jnp.concatenate([jac[:, upper_a] * jac[:, upper_b], jac], 1)           # [O, pairs+D]
     pred = jnp.sum(x0[row][:, None, :] * feats[col], -1) + offset[col]              # [NC, C]
     d1, d2 = loss_derivatives(loss, jax.lax.optimization_barrier(pred).reshape(-1),
                               val.reshape(-1))
@@ -336,3 +265,49 @@ def score(users, items, sums, keep, has, train, valid, mean, bounds, *, loss):
     train_sum, train_mse, train_loss = fold(train, sums[0])
     valid_sum, valid_mse, _ = fold(valid, sums[1])
     return (train_sum, valid_sum, count), jnp.stack([train_mse, train_loss, valid_mse])
+
+
+def load_kernels(pool, shapes, n_obs: int, n_valid: int, *, rank: int, loss):
+    """A future of ``[user half-step, item half-step]``, and how to load ``score``.
+
+    From :mod:`factorflow.programs` (stored whole on disk), by the shapes alone:
+    the caller lays its data out while they load.
+
+    Args:
+        pool: an executor whose thread loads the half-steps (the largest program).
+        shapes: ``((R, NC, C) of users, of items)`` (:func:`factorflow.chunks.padded_shapes`).
+        n_obs, n_valid: padded train and validation rating counts.
+        rank, loss: the static settings.
+
+    Returns:
+        ``(future of [users' half_step, items' half_step], score loader)``: the
+        loader, called on the caller's thread, returns the score program.
+    """
+    f32, i32 = np.float32, np.int32
+
+    def spec(shape, dtype=f32):
+        return jax.ShapeDtypeStruct(shape, dtype)
+
+    d = rank + 1
+    rows = [spec((n, d)) for n, _, _ in shapes]
+    layouts = [(spec((nc,), i32), spec((nc, c), i32), spec((nc, c)), spec((nc, c)), spec((n,)))
+               for n, nc, c in shapes]
+    obs = (spec((n_obs,), i32), spec((n_obs,), i32), spec((n_obs,)), spec((n_obs,)))
+    valid = (spec((n_valid,), i32), spec((n_valid,), i32), spec((n_valid,)), spec((n_valid,)))
+    scalar, sums = spec(()), (spec((n_obs,)), spec((n_valid,)), spec(()))
+
+    def steps():
+        return [programs.load(half_step, (rows[s], rows[1 - s], scalar, spec((d, d)),
+                                                   spec((d,)), rows[s], layouts[s], obs, scalar),
+                              name="sampling.half_step", static=dict(rank=rank, loss=loss),
+                              options=compiler_options())
+                for s in (0, 1)]
+
+    def load_score():
+        return programs.load(score, (rows[0], rows[1], sums, scalar,
+                                              (layouts[0][4], layouts[1][4]), obs, valid, scalar,
+                                              spec((2,))),
+                             name="sampling.score", static=dict(loss=loss),
+                             options=compiler_options())
+
+    return pool.submit(steps), load_score

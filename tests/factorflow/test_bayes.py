@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from factorflow import sampling
+from factorflow import chunks
 from factorflow.bayes import (
     TRACES,
     GibbsConfig,
@@ -67,7 +67,7 @@ def test_autodiff_normal_equations_are_the_als_ones(loss, half_weight):
     vals = rng.uniform(2.8, 3.2, n).astype(np.float32)
     other = rng.uniform(-0.1, 0.1, (n_other, rank + 1)).astype(np.float32)
     # Chunks of 3 ratings: most rows span several; padding chunks too (16 in all).
-    layout = sampling.chunk_layout(rows, cols, vals, n_rows, 16, 3, 3.0)
+    layout = chunks.chunk_layout(rows, cols, vals, n_rows, 16, 3, 3.0)
     fn = jax.jit(partial(row_normal_equations, n_rows=n_rows, rank=rank,
                          loss=resolve_loss(loss)))
     for x0 in (np.zeros((n_rows, rank + 1), np.float32),

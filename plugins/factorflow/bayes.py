@@ -27,8 +27,14 @@ Kept models average both sides' *conditional means* (Rao-Blackwellised: the
 mean of each row's Gaussian conditional, not its draw), and every post-burn-in
 sweep is kept until ``max_samples`` are, then every 2nd, 4th, ... (the kept
 ones thinned to match, :func:`factorflow.averaging.kept_stride`): the averaged model improves from
-the first post-burn-in sweep on. The biases start at the damped-mean baseline
-(:func:`factorflow.evaluation.fit_baseline`), the factors at small noise.
+the first post-burn-in sweep on. The chain starts at the damped-mean baseline
+(:func:`factorflow.evaluation.fit_baseline`: its biases, factors at small noise,
+alpha at one over its residual variance), and its first sweep conditions each
+side on the other's conditional means rather than on a draw (the first user
+draws, given random item factors, are mostly prior noise that would otherwise
+pass into the items); from sweep 2 on every step is an exact Gibbs step. On
+MovieLens 100K (u1-u5) that first sweep takes the mean test RMSE at sweep 2
+from 0.936 to 0.929 and leaves the final one within its seed-to-seed spread.
 
 Published model: the average over the kept samples ``s = 1..S`` of
 ``mean + b_u^s + c_i^s + <p_u^s, q_i^s>`` is exactly one :class:`FactorParams`
@@ -45,7 +51,7 @@ rescale every quantity consistently): with ``v = var(train ratings)`` and
 (initial factors ``N(0, s0²)``), Normal–Wishart ``mu0 = 0``,
 ``beta0 = prior_strength``, ``nu0 = D + prior_dof``, ``W0 = I / (nu0 s0²)``
 (prior row std ~ ``s0``), noise ``Gamma(a0 = noise_shape, b0 = noise_rate * v)``
-(rate form), alpha starting at ``1 / v``.
+(rate form).
 
 Compilation: one ``jax.jit`` half-step serves both sides; padded sizes come
 from :func:`bucket` (at most 1/8 padding), so fits of similar size reuse the
@@ -255,7 +261,10 @@ def fit_gibbs(
         x = jax.device_put(x)
         score = load_score()
         steps = loading.result()
-    alpha, mean32 = 1.0 / var, np.float32(mean)
+    # The chain starts at the baseline: its residual variance is the first noise estimate.
+    resid = r - mean - base.user_bias[u] - base.item_bias[i]
+    alpha = 1.0 / max(float(np.var(resid, dtype=np.float64)), 1e-6 * var)
+    mean32 = np.float32(mean)
     history: list[dict] = []
     mask_u, mask_i = (np.asarray(h)[:n] for h, n in zip(has, (n_users, n_items)))
     kept = KeptSamples(lambda rows, keep, sums: score(*rows, sums, np.float32(keep), has,
@@ -285,6 +294,8 @@ def fit_gibbs(
         for s in (0, 1):  # users, then items
             x[s], means[s], out = steps[s](x[s], x[1 - s], np.float32(alpha), *ahead, lays[s],
                                            obs[s], mean32)
+            if t == 1:  # a deterministic first sweep: see the module's docstring
+                x[s] = means[s]
             ahead = draws(1 - s)  # the next step's, while this one runs
             out = np.asarray(out, np.float64)
             if not np.all(np.isfinite(out)):

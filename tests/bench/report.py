@@ -48,8 +48,8 @@ def movielens_rows(ml: dict[str, Any]) -> list[list[str]]:
             note = f"target ≤ {target}: {_met(s['rmse'] <= target)}"
             first = record.get("warm_up") or {}
             if first.get("fit_seconds") is not None:
-                note += (f"; untimed warm-up fit first (3 sweeps, {first['fit_seconds']:.2f} s: "
-                         "compiles on a cold cache)")
+                note += (f"; untimed warm-up fit first (3 sweeps, {first['fit_seconds']:.2f} s; "
+                         "it compiles when the cache is cold)")
         else:
             note = f"reference {target}"
         if method == "spark_als":

@@ -26,8 +26,8 @@ on the host from the statistics it returns (:mod:`factorflow.hyperpriors`).
 Kept models average both sides' *conditional means* (Rao-Blackwellised: the
 mean of each row's Gaussian conditional, not its draw), and every post-burn-in
 sweep is kept until ``max_samples`` are, then every 2nd, 4th, ... (the kept
-ones thinned to match, :func:`factorflow.averaging.kept_stride`): the averaged model improves from
-the first post-burn-in sweep on. The chain starts at the damped-mean baseline
+ones thinned to match, :func:`factorflow.averaging.kept_stride`): the averaged
+model improves from the first post-burn-in sweep on. The chain starts at the damped-mean baseline
 (:func:`factorflow.evaluation.fit_baseline`: its biases, factors at small noise,
 alpha at one over its residual variance), and its first sweep conditions each
 side on the other's conditional means rather than on a draw (the first user
@@ -40,9 +40,9 @@ Published model: the average over the kept samples ``s = 1..S`` of
 ``mean + b_u^s + c_i^s + <p_u^s, q_i^s>`` is exactly one :class:`FactorParams`
 of rank ``S * rank``: ``user_factors = concat_s(p^s) / sqrt(S)``,
 ``item_factors = concat_s(q^s) / sqrt(S)``, biases averaged (see
-:func:`factorflow.averaging.average_samples`). Per-sample clipping cannot be represented; with
-``GibbsConfig.clip`` the *reported* metrics clip the averaged prediction to the
-training rating range. Users/items in ``[0, n)`` without training ratings get
+:func:`factorflow.averaging.average_samples`). Per-sample clipping cannot be
+represented; with ``GibbsConfig.clip`` the *reported* metrics clip the averaged
+prediction to the training rating range. Users/items in ``[0, n)`` without training ratings get
 zero factors and biases (they predict ``mean +`` the other side's bias).
 
 Defaults are the research recipe's, scale-free (ratings rescaled by ``c``
@@ -60,8 +60,8 @@ unless that would cost more than ``chunks.SHARE_MAX_OVERHEAD`` extra work per
 sweep (e.g. 610 users vs 9724 items), when each side gets its own shape and
 chunk size. A sweep is three compiled calls (two half-steps, the score),
 reported one by one. The programs come from :mod:`factorflow.programs` (kept
-whole on disk: a new process loads them without tracing, on other threads
-while the data is laid out) and the set-up uses NumPy and ``device_put``
+whole on disk: a new process loads them without tracing, the half-step on
+another thread while the data is laid out) and the set-up uses NumPy and ``device_put``
 only, so a fit compiles nothing once its shapes were seen. Random numbers: the
 fit's seeded NumPy generator (standard normals for the rows, exact
 chi-square and Gamma variates for the hyperparameters).
@@ -78,7 +78,12 @@ import jax
 import numpy as np
 
 from factorflow import chunks, hyperpriors, sampling
-from factorflow.averaging import KeptSamples, average_samples, kept_stride, kept_sweeps  # noqa: F401 (API)
+from factorflow.averaging import (  # noqa: F401 (kept_stride, kept_sweeps: API)
+    KeptSamples,
+    average_samples,
+    kept_stride,
+    kept_sweeps,
+)
 from factorflow.chunks import bucket
 from factorflow.evaluation import fit_baseline
 from factorflow.losses import DataLoss, huber, resolve_loss, squared_error

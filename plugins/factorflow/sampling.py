@@ -275,7 +275,8 @@ def load_kernels(pool, shapes, n_obs: int, n_valid: int, *, rank: int, loss):
 
     Args:
         pool: an executor whose thread loads the half-steps (the largest program).
-        shapes: ``((R, NC, C) of users, of items)`` (:func:`factorflow.chunks.padded_shapes`).
+        shapes: ``((R, NC, C) of users, of items)``
+            (:func:`factorflow.chunks.padded_shapes`).
         n_obs, n_valid: padded train and validation rating counts.
         rank, loss: the static settings.
 
@@ -296,17 +297,17 @@ def load_kernels(pool, shapes, n_obs: int, n_valid: int, *, rank: int, loss):
     valid = (spec((n_valid,), i32), spec((n_valid,), i32), spec((n_valid,)), spec((n_valid,)))
     scalar, sums = spec(()), (spec((n_obs,)), spec((n_valid,)), spec(()))
 
-    def steps():
+    def steps():  # one program for both sides when their padded sizes are equal
         return [programs.load(half_step, (rows[s], rows[1 - s], scalar, spec((d, d)),
-                                                   spec((d,)), rows[s], layouts[s], obs, scalar),
+                                          spec((d,)), rows[s], layouts[s], obs, scalar),
                               name="sampling.half_step", static=dict(rank=rank, loss=loss),
                               options=compiler_options())
                 for s in (0, 1)]
 
     def load_score():
         return programs.load(score, (rows[0], rows[1], sums, scalar,
-                                              (layouts[0][4], layouts[1][4]), obs, valid, scalar,
-                                              spec((2,))),
+                                     (layouts[0][4], layouts[1][4]), obs, valid, scalar,
+                                     spec((2,))),
                              name="sampling.score", static=dict(loss=loss),
                              options=compiler_options())
 

@@ -217,7 +217,7 @@ def fit_files(
                                         test.ratings)
         fit_kwargs["on_epoch"] = on_epoch
 
-    runtime.result()  # JAX's own error if its backend cannot start
+    runtime.result()  # one clear error if JAX's backend cannot start
     fit_started = time.perf_counter()
     model = FactorModel.fit(train, n_users=n_users, n_items=n_items, valid=valid,
                             config=train_config, log=log, **fit_kwargs)

@@ -62,7 +62,7 @@ def train_factors(
     n_users, n_items = data.summary["n_users"], data.summary["n_items"]
     train_config = TrainConfig(**{k: v for k, v in config.items() if v is not None})
     valid = data.valid if len(data.valid) else None
-    runtime.result()  # JAX's own error if its backend cannot start
+    runtime.result()  # one clear error if JAX's backend cannot start
     log_fn = log_fn or log.info
     log_fn(f"training on {len(data.train)} ratings ({n_users} users x {n_items} items), "
            f"validating on {len(data.valid)}; config {train_config._asdict()}; "

@@ -27,12 +27,13 @@ Kept models average both sides' *conditional means* (Rao-Blackwellised: the
 mean of each row's Gaussian conditional, not its draw), and every post-burn-in
 sweep is kept until ``max_samples`` are, then every 2nd, 4th, ... (the kept
 ones thinned to match, :func:`factorflow.averaging.kept_stride`): the averaged
-model improves from the first post-burn-in sweep on. The chain starts at the damped-mean baseline
-(:func:`factorflow.evaluation.fit_baseline`: its biases, factors at small noise,
-alpha at one over its residual variance), and its first sweep conditions each
-side on the other's conditional means rather than on a draw (the first user
-draws, given random item factors, are mostly prior noise that would otherwise
-pass into the items); from sweep 2 on every step is an exact Gibbs step. On
+model improves from the first post-burn-in sweep on. The chain starts at the
+damped-mean baseline (:func:`factorflow.evaluation.fit_baseline`: its biases,
+factors at small noise, alpha at one over its residual variance), and its
+first sweep conditions each side on the other's conditional means rather than
+on a draw (the first user draws, given random item factors, are mostly prior
+noise that would otherwise pass into the items); from sweep 2 on every step is
+an exact Gibbs step. On
 MovieLens 100K (u1-u5) that first sweep takes the mean test RMSE at sweep 2
 from 0.936 to 0.929 and leaves the final one within its seed-to-seed spread.
 
@@ -42,8 +43,9 @@ of rank ``S * rank``: ``user_factors = concat_s(p^s) / sqrt(S)``,
 ``item_factors = concat_s(q^s) / sqrt(S)``, biases averaged (see
 :func:`factorflow.averaging.average_samples`). Per-sample clipping cannot be
 represented; with ``GibbsConfig.clip`` the *reported* metrics clip the averaged
-prediction to the training rating range. Users/items in ``[0, n)`` without training ratings get
-zero factors and biases (they predict ``mean +`` the other side's bias).
+prediction to the training rating range. Users/items in ``[0, n)`` without
+training ratings get zero factors and biases (they predict ``mean +`` the other
+side's bias).
 
 Defaults are the research recipe's, scale-free (ratings rescaled by ``c``
 rescale every quantity consistently): with ``v = var(train ratings)`` and
@@ -61,8 +63,8 @@ sweep (e.g. 610 users vs 9724 items), when each side gets its own shape and
 chunk size. A sweep is three compiled calls (two half-steps, the score),
 reported one by one. The programs come from :mod:`factorflow.programs` (kept
 whole on disk: a new process loads them without tracing, the half-step on
-another thread while the data is laid out) and the set-up uses NumPy and ``device_put``
-only, so a fit compiles nothing once its shapes were seen. Random numbers: the
+another thread while the data is laid out) and the set-up uses NumPy and
+``device_put`` only, so a fit compiles nothing once its shapes were seen. Random numbers: the
 fit's seeded NumPy generator (standard normals for the rows, exact
 chi-square and Gamma variates for the hyperparameters).
 """
@@ -85,7 +87,7 @@ from factorflow.averaging import (  # noqa: F401 (kept_stride, kept_sweeps: API)
     kept_sweeps,
 )
 from factorflow.chunks import bucket
-from factorflow.evaluation import fit_baseline
+from factorflow.evaluation import fit_baseline, predict_baseline
 from factorflow.losses import DataLoss, huber, resolve_loss, squared_error
 from factorflow.matrix import Triplets
 from factorflow.sampling import TRACES, row_normal_equations  # noqa: F401 (API)
@@ -238,8 +240,8 @@ def fit_gibbs(
     # data is laid out here, then this thread loads the score program: on a
     # 2-core CPU that hides the layout and the smaller load.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        loading, load_score = sampling.load_kernels(pool, shapes, n_obs, n_valid, rank=k,
-                                                            loss=loss)
+        loading, load_score = sampling.load_kernels(pool, shapes, n_obs, n_valid,
+                                                    rank=k, loss=loss)
         (ru, ncu, chu), (ri, nci, chi) = shapes
         lay_u = chunks.chunk_layout(u, i, r, ru, ncu, chu, mean)
         lay_i = chunks.chunk_layout(i, u, r, ri, nci, chi, mean)
@@ -267,7 +269,7 @@ def fit_gibbs(
         score = load_score()
         steps = loading.result()
     # The chain starts at the baseline: its residual variance is the first noise estimate.
-    resid = r - mean - base.user_bias[u] - base.item_bias[i]
+    resid = r - predict_baseline(base, u, i)
     alpha = 1.0 / max(float(np.var(resid, dtype=np.float64)), 1e-6 * var)
     mean32 = np.float32(mean)
     history: list[dict] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from factorflow.slots import group_order
+from factorflow.slots import slot_positions
 
 #: Users and items share one padded shape unless that costs more than this much
 #: extra work per sweep (estimated as chunk gathers plus per-row Cholesky flops).
@@ -31,13 +31,7 @@ def chunk_layout(rows, cols, vals, n_rows, n_chunks, chunk, pad_value):
     Returns ``(row [NC], col [NC, C], val [NC, C], weight [NC, C], has [R])``,
     chunks sorted by row; ``has`` marks rows with at least one rating.
     """
-    order = group_order(rows, n_rows)
-    count = np.bincount(rows, minlength=n_rows)
-    per_row = -(-count // chunk)
-    first_chunk = np.cumsum(per_row) - per_row
-    # Row by row in sorted order, so repeat (sequential) instead of a gather by row.
-    pos = np.arange(rows.shape[0]) - np.repeat(np.cumsum(count) - count, count)
-    flat = np.repeat(first_chunk * chunk, count) + pos
+    order, flat, count, per_row = slot_positions(rows, n_rows, chunk)
     size = n_chunks * chunk
     col = np.zeros(size, np.int32)
     val = np.full(size, pad_value, np.float32)

@@ -105,6 +105,23 @@ def group_order(keys: np.ndarray, n_keys: int) -> np.ndarray:
     return csr_array((np.ones(n, np.int8), (keys, index)), shape=(n_keys, n)).indices
 
 
+def slot_positions(rows: np.ndarray, n_rows: int, size: int):
+    """Where each rating goes when ``rows``' ratings are chunked ``size`` at a time.
+
+    Returns ``(order, flat, count, per_row)``: ``order`` sorts the ratings by
+    row (stable), ``flat[j]`` is the flat slot of the ``j``-th sorted rating
+    (row by row, each row's chunks consecutive), ``count [n_rows]`` the ratings
+    and ``per_row [n_rows]`` the chunks of each row.
+    """
+    order = group_order(rows, n_rows)
+    count = np.bincount(rows, minlength=n_rows)
+    per_row = -(-count // size)
+    first_chunk = np.cumsum(per_row) - per_row
+    # Row by row in sorted order, so repeat (sequential) instead of a gather by row.
+    pos = np.arange(rows.shape[0], dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+    return order, np.repeat(first_chunk * size, count) + pos, count, per_row
+
+
 def _slots(rows: np.ndarray, n_rows: int, size: int):
     """Slot of every rating when ``rows``' ratings are chunked ``size`` at a time.
 
@@ -112,14 +129,7 @@ def _slots(rows: np.ndarray, n_rows: int, size: int):
     by row (stable), ``flat[j]`` is the flat slot of the ``j``-th sorted rating,
     ``chunk_rows [n_chunks]`` each chunk's row, ``n_chunks`` padded to whole blocks.
     """
-    order = group_order(rows, n_rows)
-    count = np.bincount(rows, minlength=n_rows)
-    per_row = -(-count // size)
-    first_chunk = np.cumsum(per_row) - per_row
-    start = np.cumsum(count) - count
-    # Row by row in sorted order, so repeat (sequential) instead of a gather by row.
-    pos = np.arange(rows.shape[0], dtype=np.int64) - np.repeat(start, count)
-    flat = (np.repeat(first_chunk, count) + pos // size) * size + pos % size
+    order, flat, _, per_row = slot_positions(rows, n_rows, size)
     block = max(SLOTS_PER_STEP // size, 1)
     n_chunks = max(-(-int(per_row.sum()) // block), 1) * block
     chunk_rows = np.zeros(n_chunks, np.int32)

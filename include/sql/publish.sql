@@ -61,12 +61,21 @@ CREATE TABLE IF NOT EXISTS {schema}.user_factors (
 )
 
 -- name: create_item_factors
+-- n_ratings / mean_rating: the item's ratings in the model's training data.
 CREATE TABLE IF NOT EXISTS {schema}.item_factors (
-    model_id VARCHAR NOT NULL,
-    item_id  {item_id_type} NOT NULL,
-    bias     FLOAT NOT NULL,
-    factors  FLOAT[] NOT NULL
+    model_id    VARCHAR NOT NULL,
+    item_id     {item_id_type} NOT NULL,
+    bias        FLOAT NOT NULL,
+    factors     FLOAT[] NOT NULL,
+    n_ratings   BIGINT,
+    mean_rating DOUBLE
 )
+
+-- name: migrate_item_factors
+-- Models published by an earlier factorflow keep NULL here (and drop out of
+-- the cold-start lists when rolled back to).
+ALTER TABLE {schema}.item_factors ADD COLUMN IF NOT EXISTS n_ratings BIGINT;
+ALTER TABLE {schema}.item_factors ADD COLUMN IF NOT EXISTS mean_rating DOUBLE;
 
 -- name: create_predictions
 CREATE TABLE IF NOT EXISTS {schema}.predictions (
@@ -91,7 +100,8 @@ DELETE FROM {schema}.model_runs WHERE model_id = $model_id OR candidate_of = $mo
 INSERT INTO {schema}.user_factors SELECT $model_id, id, bias, factors FROM staged_user_factors
 
 -- name: insert_item_factors
-INSERT INTO {schema}.item_factors SELECT $model_id, id, bias, factors FROM staged_item_factors
+INSERT INTO {schema}.item_factors (model_id, item_id, bias, factors, n_ratings, mean_rating)
+SELECT $model_id, id, bias, factors, n_ratings, mean_rating FROM staged_item_factors
 
 -- name: insert_predictions
 INSERT INTO {schema}.predictions
@@ -139,16 +149,38 @@ CREATE OR REPLACE VIEW {schema}.current_user_factors AS
 SELECT f.model_id, f.user_id, f.bias, f.factors::FLOAT[{width}] AS factors
 FROM {schema}.user_factors f JOIN {schema}.current_model USING (model_id);
 CREATE OR REPLACE VIEW {schema}.current_item_factors AS
-SELECT f.model_id, f.item_id, f.bias, f.factors::FLOAT[{width}] AS factors
+SELECT f.model_id, f.item_id, f.bias, f.factors::FLOAT[{width}] AS factors, f.n_ratings,
+       f.mean_rating
 FROM {schema}.item_factors f JOIN {schema}.current_model USING (model_id);
 CREATE OR REPLACE VIEW {schema}.current_predictions AS
 SELECT p.* FROM {schema}.predictions p JOIN {schema}.current_model USING (model_id);
--- Cold start: for a user without factors, the items with the highest
--- mean + item bias under the current model (never NULL).
+-- Cold start, for a user without factors: two lists over the ratings the
+-- current model was trained on (counted per item at publish). Most rated first:
+-- score = n_ratings; ties by mean rating, then item_id.
 CREATE OR REPLACE VIEW {schema}.current_popular_items AS
-SELECT f.item_id, m.global_mean + f.bias AS score,
-       row_number() OVER (ORDER BY f.bias DESC, f.item_id) AS rank
-FROM {schema}.current_item_factors f CROSS JOIN {schema}.current_model m
+SELECT row_number() OVER (ORDER BY f.n_ratings DESC, f.mean_rating DESC NULLS LAST,
+                                   f.item_id) AS rank,
+       f.item_id, f.n_ratings AS score, f.n_ratings, f.mean_rating
+FROM {schema}.current_item_factors f WHERE f.n_ratings IS NOT NULL;
+-- Best rated first: the mean rating damped toward the global mean of the
+-- training ratings by 10 ratings, as the bias-only baseline damps item biases:
+-- score = (sum of ratings + 10 * global mean) / (n_ratings + 10), on the rating
+-- scale; an item with few ratings stays near the global mean. Ties by n_ratings,
+-- then item_id.
+CREATE OR REPLACE VIEW {schema}.current_top_rated_items AS
+WITH stats AS (
+    SELECT f.item_id, f.n_ratings, f.mean_rating,
+           coalesce(f.n_ratings * f.mean_rating, 0) AS rating_sum,
+           sum(f.n_ratings * f.mean_rating) OVER () / sum(f.n_ratings) OVER () AS global_mean
+    FROM {schema}.current_item_factors f WHERE f.n_ratings IS NOT NULL
+), damped AS (
+    SELECT item_id, n_ratings, mean_rating,
+           (rating_sum + 10 * global_mean) / (n_ratings + 10) AS score
+    FROM stats
+)
+SELECT row_number() OVER (ORDER BY score DESC, n_ratings DESC, item_id) AS rank,
+       item_id, score, n_ratings, mean_rating
+FROM damped
 
 -- name: rollback
 UPDATE {schema}.current_pointer SET model_id = $model_id WHERE name = 'current'

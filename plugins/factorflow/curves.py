@@ -1,22 +1,30 @@
-"""A training run's per-epoch history as JSON and as a loss / validation-RMSE curve (PNG)."""
+"""A training run's per-epoch history as JSON and as an RMSE-by-epoch curve (PNG)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
 
+#: The curves drawn, all on one RMSE axis so the train/validation gap shows:
+#: (history key, legend label, colour).
+SERIES = (("train_rmse", "train RMSE", "tab:blue"),
+          ("valid_rmse", "validation RMSE", "tab:orange"),
+          ("test_rmse", "test RMSE", "tab:green"))
+
 
 def save_history(history: Sequence[dict[str, Any]], out_dir: str | Path, *,
                  title: str = "") -> dict[str, str]:
-    """Write ``history.json`` and ``curves.png`` (training loss and validation RMSE by epoch).
+    """Write ``history.json`` and ``curves.png`` (train and validation RMSE by epoch).
 
     Args:
-        history: one dict per epoch with ``epoch`` and ``train_loss``, and
-            ``valid_rmse`` / ``test_rmse`` when measured.
+        history: one dict per epoch with ``epoch``, and ``train_rmse`` /
+            ``valid_rmse`` / ``test_rmse`` when measured (other keys, such as
+            ``train_loss``, are kept in the JSON but not drawn).
         out_dir: directory for both files (created if needed).
         title: the figure's title (e.g. the model id).
 
@@ -34,42 +42,49 @@ def save_history(history: Sequence[dict[str, Any]], out_dir: str | Path, *,
     return {"history": str(out / HISTORY_FILE), "curves": str(out / CURVES_FILE)}
 
 
-def render_curve(history: Sequence[dict[str, Any]], *, title: str = "") -> bytes:
-    """PNG bytes (700 x 400) of training loss and validation/test RMSE by epoch.
+def curve_figure(history: Sequence[dict[str, Any]], *, title: str = "") -> Any:
+    """A 700 x 400 px matplotlib ``Figure``: every RMSE series by epoch, on one axes.
+
+    Train, validation and test RMSE share one y scale, so the gap between them
+    is drawn to size. ``train_loss`` is not drawn: it is the training objective
+    (any data loss, plus the penalty), not comparable with an RMSE. A history
+    without ``train_rmse`` (published by an earlier factorflow) says so in the
+    title instead of drawing something else in its place.
 
     Raises:
         ValueError: the history is empty.
     """
     if not history:
         raise ValueError("no epochs in the history: nothing to plot")
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, safe in a server
 
     epochs = [h["epoch"] for h in history]
-    fig, loss_ax = plt.subplots(figsize=(7, 4), dpi=100)
-    try:
-        loss = [h.get("train_loss") for h in history]
-        if any(v is not None for v in loss):
-            loss_ax.plot(epochs, loss, color="tab:blue", label="training loss")
-        loss_ax.set_xlabel("epoch")
-        loss_ax.set_ylabel("training loss", color="tab:blue")
-        rmse_ax = loss_ax.twinx()
-        for key, color in (("valid_rmse", "tab:orange"), ("test_rmse", "tab:green")):
-            values = [h.get(key) for h in history]
-            if any(v is not None for v in values):
-                rmse_ax.plot(epochs, values, color=color, label=key.replace("_", " "))
-        rmse_ax.set_ylabel("RMSE")
-        handles = loss_ax.get_legend_handles_labels()[0] + rmse_ax.get_legend_handles_labels()[0]
-        if handles:
-            loss_ax.legend(handles=handles, loc="upper right")
-        loss_ax.set_title(title or "training curve")
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.subplots()
+    drawn = set()
+    for key, label, color in SERIES:
+        values = [math.nan if h.get(key) is None else float(h[key]) for h in history]
+        if not all(math.isnan(v) for v in values):
+            ax.plot(epochs, values, color=color, label=label)
+            drawn.add(key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("RMSE")
+    if drawn:
+        ax.legend(loc="upper right")
+    note = "" if "train_rmse" in drawn else " (no train RMSE recorded)"
+    ax.set_title((title or "training curve") + note)
+    fig.tight_layout()
+    return fig
+
+
+def render_curve(history: Sequence[dict[str, Any]], *, title: str = "") -> bytes:
+    """PNG bytes (700 x 400) of :func:`curve_figure`.
+
+    Raises:
+        ValueError: the history is empty.
+    """
+    import io
+
+    buffer = io.BytesIO()
+    curve_figure(history, title=title).savefig(buffer, format="png")
     return buffer.getvalue()

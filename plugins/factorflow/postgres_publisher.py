@@ -43,9 +43,15 @@ def _csv(model_id: str, table: Any, columns: Mapping[str, str]) -> bytes:
     return sink.getvalue()
 
 
-def _factor_csv(model_id: str, table: Any, id_column: str) -> bytes:
+def _factor_csv(model_id: str, table: Any, id_column: str, extra: tuple[str, ...] = ()) -> bytes:
+    """CSV of a staged factor table; ``extra`` columns (e.g. item statistics) as they are."""
     array = "'{' || array_to_string(factors, ',') || '}'"
-    return _csv(model_id, table, {id_column: "id", "bias": "bias", "factors": array})
+    return _csv(model_id, table, {id_column: "id", "bias": "bias", "factors": array,
+                                  **{c: c for c in extra}})
+
+
+#: publish.sql steps that take ACCESS EXCLUSIVE locks: run only when schema_state asks.
+MIGRATIONS = ("migrate_model_runs", "migrate_item_factors")
 
 
 def publish(target: Any, staged: Any, *, schema: str, keep: int,
@@ -67,7 +73,8 @@ def publish(target: Any, staged: Any, *, schema: str, keep: int,
                  item_id_type=PG_ID_TYPES[staged.id_kind("item")])
     payload = {
         "user": _factor_csv(staged.model_id, staged.users, "user_id"),
-        "item": _factor_csv(staged.model_id, staged.items, "item_id"),
+        "item": _factor_csv(staged.model_id, staged.items, "item_id",
+                            extra=("n_ratings", "mean_rating")),
         "predictions": _csv(staged.model_id, staged.predictions,
                             {c: c for c in ("user_id", "item_id", "score", "rank")}),
     }
@@ -86,11 +93,11 @@ def publish(target: Any, staged: Any, *, schema: str, keep: int,
         # lock_timeout stays: a statement stuck behind another session's lock fails, and
         # the task's retry tries again, instead of the publish hanging.
         create_schema_objects(cur.execute, {k: v for k, v in q.items()
-                                            if k not in ("migrate_model_runs", "create_views")})
+                                            if k not in (*MIGRATIONS, "create_views")})
         cur.execute(q["schema_state"], {"schema": schema})
-        migrated, n_views = cur.fetchone()
-        for name in ([] if migrated else ["migrate_model_runs"]) + (
-                ["create_views"] if not migrated or n_views < 5 else []):
+        migrated, has_views = cur.fetchone()
+        for name in ([] if migrated else list(MIGRATIONS)) + (
+                ["create_views"] if not (migrated and has_views) else []):
             for statement in statements(q[name]):
                 cur.execute(statement)
         _check_id_types(cur, q["column_type"], schema, staged)

@@ -26,7 +26,9 @@ class StagedModel(NamedTuple):
     Attributes:
         model_id: the key its rows are stored under.
         users: Arrow table ``(id, bias FLOAT, factors LIST<FLOAT>)``, one row per user.
-        items: the same for items.
+        items: the same for items, plus ``n_ratings`` (INT64) and ``mean_rating``
+            (DOUBLE, null without ratings) over the training ratings the model
+            was fit on: what the cold-start lists rank by.
         predictions: Arrow table ``(user_id, item_id, score, rank)``, top-N per user.
         run: the ``model_runs`` row (JSON columns as JSON text).
         metrics: the train stage's metrics (valid_rmse, baseline_valid_rmse, ...).
@@ -78,6 +80,25 @@ def _factor_table(ids: Any, bias: np.ndarray, factors: np.ndarray) -> Any:
         "bias": pa.array(np.asarray(bias, np.float32)),
         "factors": pa.ListArray.from_arrays(offsets, flat),
     })
+
+
+def _item_statistics(train_path: Path, n_items: int) -> tuple[Any, Any]:
+    """Arrow ``(n_ratings [n_items] int64, mean_rating [n_items] float64)`` of the train split.
+
+    Counted at publish time from the build stage's ``train.npz`` (the ratings
+    the model was fit on), so a kept model's popularity lists need nothing but
+    its own rows. An item without training ratings has count 0 and a null mean.
+    """
+    import pyarrow as pa
+
+    from factorflow.matrix import Triplets
+
+    train = Triplets.load(train_path)
+    counts = np.bincount(train.items, minlength=n_items)
+    sums = np.bincount(train.items, weights=train.ratings.astype(np.float64), minlength=n_items)
+    means = np.divide(sums, counts, out=np.zeros(n_items), where=counts > 0)
+    return (pa.array(counts.astype(np.int64)),
+            pa.array(means, mask=counts == 0))
 
 
 def _prediction_table(user_ids: Any, item_ids: Any, top_items: np.ndarray,
@@ -138,7 +159,8 @@ def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
         model_id: the model's key.
         model_dir: output of the train stage (``model.npz``, ``metrics.json``,
             ``recommendations.npz``).
-        matrix_dir: output of the build stage (id maps and counts).
+        matrix_dir: output of the build stage (id maps, counts, and the
+            training ratings the item statistics are counted from).
         run_info: ``dag_id``, ``dag_run_id``, ``source_table``, ``params`` (dict)
             and ``timings`` (dict) to record in ``model_runs``.
         candidates: train-stage output directories of a sweep's candidates
@@ -150,7 +172,7 @@ def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
     """
     import pyarrow.parquet as pq
 
-    from factorflow.matrix import ITEMS_FILE, SUMMARY_FILE, USERS_FILE
+    from factorflow.matrix import ITEMS_FILE, SUMMARY_FILE, TRAIN_FILE, USERS_FILE
     from factorflow.training_run import MODEL_FILE, RECOMMENDATIONS_FILE
 
     model_dir, matrix_dir = Path(model_dir), Path(matrix_dir)
@@ -164,6 +186,9 @@ def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
     with np.load(model_dir / MODEL_FILE, allow_pickle=False) as m:
         users = _factor_table(user_ids, m["user_bias"], m["user_factors"])
         items = _factor_table(item_ids, m["item_bias"], m["item_factors"])
+    for name, column in zip(("n_ratings", "mean_rating"),
+                            _item_statistics(matrix_dir / TRAIN_FILE, items.num_rows)):
+        items = items.append_column(name, column)
     with np.load(model_dir / RECOMMENDATIONS_FILE, allow_pickle=False) as rec:
         predictions = _prediction_table(user_ids, item_ids, rec["items"], rec["scores"])
     for name, table in (("user", users), ("item", items)):

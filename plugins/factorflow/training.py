@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
@@ -22,7 +23,7 @@ import numpy as np
 
 from factorflow.defaults import TRAIN_DEFAULTS
 from factorflow.factors import FactorParams, init_params, predict  # noqa: F401 (API)
-from factorflow.losses import DataLoss, get_penalty, resolve_loss
+from factorflow.losses import DataLoss, get_penalty, resolve_loss, squared_error
 from factorflow.matrix import Triplets
 from factorflow.optimizers import (
     MINIBATCH,
@@ -34,6 +35,7 @@ from factorflow.optimizers import (
 )
 from factorflow.registry import OPTIMIZER_NAMES, SAMPLER_NAMES
 from factorflow.representation import choose_representation, sparse_objective, to_device
+from factorflow.representation import objective as layout_objective
 from factorflow.restarts import (
     batched_epoch,
     best_restart,
@@ -121,11 +123,14 @@ class FitResult(NamedTuple):
             with a validation set, else the last epoch's; with restarts, of the
             best restart. No restart axis.
         history: one dict per epoch run: ``epoch`` (1-based), ``seconds``
-            (since fit started), ``train_loss`` (objective at the start of the
-            epoch's last step; sgd: mean over the epoch's minibatches),
-            ``valid_rmse`` (None without a validation set), ``ratings_per_s``
-            (epoch 1's includes compiling), ``restart`` (the epoch's best
-            restart, whose metrics these are) and ``restarts``.
+            (since fit started), ``train_loss`` (objective, i.e. data loss
+            plus ``reg`` times the penalty, at the start of the epoch's last
+            step; sgd: mean over the epoch's minibatches), ``train_rmse`` and
+            ``valid_rmse`` (RMSE of the epoch's final parameters on the
+            training and validation ratings; ``valid_rmse`` None without a
+            validation set), ``ratings_per_s`` (epoch 1's includes compiling;
+            scoring excluded), ``restart`` (the epoch's best restart, whose
+            metrics these are) and ``restarts``.
         best_epoch: 1-based epoch whose parameters are in ``params``.
         seconds: total wall time of the fit.
     """
@@ -134,6 +139,21 @@ class FitResult(NamedTuple):
     history: list[dict]
     best_epoch: int
     seconds: float
+
+
+@partial(jax.jit, static_argnames=("biases", "batched"))
+def _train_rmse(params: FactorParams, data, *, biases: bool, batched: bool) -> jax.Array:
+    """``[]`` (``[R]`` when ``batched``) RMSE of ``params`` on the training ratings.
+
+    ``train_loss`` is the objective (any data loss, plus the penalty, before the
+    last step), not an RMSE: this is the squared error with ``reg = 0``, through
+    the layout's own objective (no second copy of the data), of the parameters
+    ``valid_rmse`` scores. One forward pass over the ratings.
+    """
+    def one(p: FactorParams) -> jax.Array:
+        return jnp.sqrt(layout_objective(p, data, reg=0.0, loss=squared_error, biases=biases))
+
+    return jax.vmap(one)(params) if batched else one(params)
 
 
 def _check_inputs(triplets: Triplets, name: str, n_users: int, n_items: int) -> None:
@@ -263,33 +283,20 @@ def fit(
     history: list[dict] = []
     best_params, best_restart_, best_epoch, best_rmse = params, 0, 0, math.inf
     for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
-        params, opt_state, stats = run(params, opt_state, keys, np.int32(epoch), data,
-                                       valid_data, hyper, spec=spec)
-        losses, finite, rmses = (np.atleast_1d(s) for s in jax.device_get(stats))  # blocks
-        step_seconds = time.perf_counter() - t0
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            which = "" if R == 1 else f" (restart(s) {bad.tolist()} of {R})"
-            raise TrainingDivergedError(
-                f"training diverged at epoch {epoch}/{config.epochs}{which}: train loss "
-                f"{float(losses[bad[0]])}; the learning rate ({config.learning_rate}, "
-                f"{config.optimizer}, schedule {config.schedule}) is likely too high or reg "
-                f"({config.reg}) too low"
-            )
-        r = best_restart(losses if valid_data is None else rmses)
-        valid_rmse = None if valid_data is None else float(rmses[r])
+        params, opt_state, row, step_seconds = _run_epoch(
+            run, params, opt_state, keys, epoch, data, valid_data, hyper, spec=spec, config=config)
+        r, valid_rmse = row["restart"], row["valid_rmse"]
         rate = ratings_per_epoch / max(step_seconds, 1e-9)
-        history.append(dict(epoch=epoch, seconds=time.perf_counter() - start,
-                            train_loss=float(losses[r]), valid_rmse=valid_rmse,
-                            ratings_per_s=rate, restart=r, restarts=R))
+        history.append(dict(epoch=epoch, seconds=time.perf_counter() - start, **row,
+                            ratings_per_s=rate, restarts=R))
         if on_epoch is not None:
             on_epoch(epoch, params if R == 1 else take_restart(params, r))
         if log is not None:
             shown = "n/a" if valid_rmse is None else f"{valid_rmse:.4f}"
             best = "" if R == 1 else f", best of {R} restarts: {r}"
-            log(f"epoch {epoch}/{config.epochs}: train loss {float(losses[r]):.4f}, "
-                f"valid RMSE {shown}, {rate:,.0f} ratings/s{best}")
+            log(f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, "
+                f"train RMSE {row['train_rmse']:.4f}, valid RMSE {shown}, "
+                f"{rate:,.0f} ratings/s{best}")
         if valid_rmse is None or valid_rmse < best_rmse:
             best_params, best_restart_, best_epoch = params, r, epoch
             best_rmse = best_rmse if valid_rmse is None else valid_rmse
@@ -301,6 +308,41 @@ def fit(
     if R > 1:
         best_params = take_restart(best_params, best_restart_)
     return FitResult(best_params, history, best_epoch, time.perf_counter() - start)
+
+
+def _run_epoch(run: Callable, params, opt_state, keys, epoch: int, data, valid_data,
+               hyper: Hyper, *, spec: UpdateSpec, config: TrainConfig):
+    """Epoch ``epoch`` of every restart (one compiled call), then its scores.
+
+    Returns:
+        ``(params, opt_state, row, step_seconds)``: ``row`` holds the history's
+        ``train_loss``, ``train_rmse``, ``valid_rmse`` and ``restart`` of the
+        epoch's best restart (lowest validation RMSE, else lowest loss);
+        ``step_seconds`` times the compiled epoch alone, not the scoring.
+
+    Raises:
+        TrainingDivergedError: a restart's loss or parameters are not finite.
+    """
+    t0 = time.perf_counter()
+    params, opt_state, stats = run(params, opt_state, keys, np.int32(epoch), data, valid_data,
+                                   hyper, spec=spec)
+    losses, finite, rmses = (np.atleast_1d(s) for s in jax.device_get(stats))  # blocks
+    step_seconds = time.perf_counter() - t0
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        which = "" if config.restarts == 1 else f" (restart(s) {bad.tolist()} of {config.restarts})"
+        raise TrainingDivergedError(
+            f"training diverged at epoch {epoch}/{config.epochs}{which}: train loss "
+            f"{float(losses[bad[0]])}; the learning rate ({config.learning_rate}, "
+            f"{config.optimizer}, schedule {config.schedule}) is likely too high or reg "
+            f"({config.reg}) too low"
+        )
+    r = best_restart(losses if valid_data is None else rmses)
+    train_rmses = np.atleast_1d(jax.device_get(
+        _train_rmse(params, data, biases=spec.biases, batched=config.restarts > 1)))
+    row = dict(train_loss=float(losses[r]), train_rmse=float(train_rmses[r]),
+               valid_rmse=None if valid_data is None else float(rmses[r]), restart=r)
+    return params, opt_state, row, step_seconds
 
 
 def _fit_sampler(train: Triplets, *, n_users: int, n_items: int, valid: Triplets | None,

@@ -35,7 +35,8 @@ def train_factors(
         matrix_dir: output of :func:`factorflow.matrix.build_matrices`.
         out_dir: directory for ``model.npz``, ``metrics.json``,
             ``recommendations.npz`` (top-N unseen items per user, as indices),
-            ``history.json`` and ``curves.png`` (loss and validation RMSE by epoch).
+            ``history.json`` and ``curves.png`` (train and validation RMSE by
+            epoch, on one axis).
         top_n: length of each user's recommendation list.
         log_fn: where per-epoch progress lines go (default: this module's logger).
         **config: fields of :class:`factorflow.training.TrainConfig` (rank,

@@ -178,8 +178,8 @@ def rollback(warehouse: Any, *, to: str, schema: str = "factorflow") -> dict[str
 #: Named queries that create or migrate the published schema, in order (a
 #: dialect's file may lack some, e.g. DuckDB needs no SQL functions).
 SCHEMA_STEPS = ("create_schema", "create_model_runs", "migrate_model_runs", "create_pointer",
-                "create_user_factors", "create_item_factors", "create_predictions",
-                "create_functions", "create_views")
+                "create_user_factors", "create_item_factors", "migrate_item_factors",
+                "create_predictions", "create_functions", "create_views")
 
 
 def create_schema_objects(execute: Any, queries: Mapping[str, str]) -> None:

@@ -123,8 +123,8 @@ class TestFit:
         assert isinstance(result, FitResult) and isinstance(result.params, FactorParams)
         epochs = TrainConfig(optimizer="adam").epochs
         assert [h["epoch"] for h in result.history] == list(range(1, epochs + 1))
-        assert set(result.history[0]) == {"epoch", "seconds", "train_loss", "valid_rmse",
-                                          "ratings_per_s", "restart", "restarts"}
+        assert set(result.history[0]) == {"epoch", "seconds", "train_loss", "train_rmse",
+                                          "valid_rmse", "ratings_per_s", "restart", "restarts"}
         assert all(h["ratings_per_s"] > 0 and h["restarts"] == 1 for h in result.history)
         assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
         assert len(lines) == epochs and lines[0].startswith(f"epoch 1/{epochs}:")

@@ -24,6 +24,45 @@ def _query(backend, name, **params):
     return run_query(backend.target, "downstream.sql", name, schema=backend.schema, params=params)[1]
 
 
+#: The damping of the top-rated list (as the baseline's item biases).
+DAMPING = 10
+
+
+def _expected_cold_start(matrix_dir, n):
+    """Both cold-start lists, computed here from the training triplets: ``[(item_id, score)]``.
+
+    Most rated: score = number of ratings, ties by mean rating then item id.
+    Top rated: score = (sum + DAMPING * global mean) / (count + DAMPING).
+    """
+    import polars as pl
+
+    data = load_matrices(matrix_dir)
+    train = pl.DataFrame({"i": data.train.items, "r": data.train.ratings.astype(np.float64)})
+    stats = (pl.DataFrame({"i": np.arange(len(data.item_ids), dtype=np.int32),
+                           "item_id": data.item_ids})
+             .join(train.group_by("i").agg(n=pl.len(), total=pl.col("r").sum(),
+                                           mean=pl.col("r").mean()), on="i", how="left")
+             .with_columns(pl.col("n").fill_null(0), pl.col("total").fill_null(0.0)))
+    prior = stats["total"].sum() / stats["n"].sum()
+    popular = stats.sort(["n", "mean", "item_id"], descending=[True, True, False],
+                         nulls_last=True).head(n)
+    top = (stats.with_columns(score=(pl.col("total") + DAMPING * prior) / (pl.col("n") + DAMPING))
+           .sort(["score", "n", "item_id"], descending=[True, True, False]).head(n))
+    return list(zip(popular["item_id"], popular["n"])), list(zip(top["item_id"], top["score"]))
+
+
+def _assert_cold_start(backend, matrix_dir, n=10):
+    """The published cold-start lists are the ones counted from ``matrix_dir``'s train split."""
+    popular, top_rated = _expected_cold_start(matrix_dir, n)
+    cold = _query(backend, "cold_start", n=n)
+    assert [r[0] for r in cold] == list(range(1, n + 1))
+    assert [(r[1], r[2]) for r in cold] == popular  # the most rated first, by exact counts
+    best = _query(backend, "cold_start_top_rated", n=n)
+    assert [r[0] for r in best] == list(range(1, n + 1))
+    assert [r[1] for r in best] == [item for item, _ in top_rated]
+    np.testing.assert_allclose([r[2] for r in best], [score for _, score in top_rated], rtol=1e-12)
+
+
 def test_views_follow_the_newest_model_and_rollback_repoints_them(backend, small_model, capsys):
     _publish(backend, small_model, "m1")
     _publish(backend, small_model, "m2")
@@ -93,10 +132,33 @@ def test_downstream_queries(backend, small_model):
     want_sim = unit @ unit[5]
     index = {v: k for k, v in enumerate(data.item_ids.to_list())}
     np.testing.assert_allclose(sims, [want_sim[index[r[0]]] for r in similar], atol=1e-5)
-    cold = _query(backend, "cold_start", n=4)
-    assert [r[0] for r in cold] == [1, 2, 3, 4] and all(r[2] is not None for r in cold)
-    best = np.argsort(-model.params.item_bias, kind="stable")[:4]
-    assert [r[1] for r in cold] == [data.item_ids[int(k)] for k in best]
+    _assert_cold_start(backend, small_model["matrix_dir"])
+    counts = np.bincount(data.train.items)
+    assert _query(backend, "cold_start", n=1) == [(1, data.item_ids[int(counts.argmax())],
+                                                   counts.max())]
+
+
+def test_cold_start_lists_are_kept_with_their_model_and_follow_rollback(backend, small_model,
+                                                                        tmp_path):
+    """Counts come from each model's own training data and stay with it in the tables."""
+    from factorflow.matrix import build_matrices
+    from factorflow.training_run import train_factors
+
+    other = build_matrices(small_model["ratings_path"], tmp_path / "matrix", seed=3,
+                           valid_fraction=0.4)["matrix_dir"]
+    assert _expected_cold_start(other, 10) != _expected_cold_start(small_model["matrix_dir"], 10)
+    other_model = train_factors(other, tmp_path / "model", top_n=3, rank=3, epochs=2,
+                                optimizer="adam")["model_dir"]
+    _publish(backend, small_model, "m1")
+    publish_model(backend.target, model_id="m2", model_dir=other_model, matrix_dir=other,
+                  schema=backend.schema)
+    _assert_cold_start(backend, other)
+    rollback(backend.target, to="m1", schema=backend.schema)
+    _assert_cold_start(backend, small_model["matrix_dir"])
+    _publish(backend, small_model, "m3", keep=1)  # retention takes m2's statistics with it
+    assert {r[0] for r in backend.fetch("SELECT DISTINCT model_id FROM {schema}.item_factors")} \
+        == {"m3"}
+    _assert_cold_start(backend, small_model["matrix_dir"])
 
 
 def test_materialized_recommendations_follow_the_current_model(backend, small_model):
@@ -168,6 +230,37 @@ def test_sweep_candidates_are_recorded_and_retired_with_their_model(backend, sma
     assert backend.count("model_runs") == 4
     _publish(backend, small_model, "m3", keep=1)  # retiring "sweep" retires its candidates
     assert backend.fetch("SELECT model_id FROM {schema}.model_runs") == [("m3",)]
+
+
+#: An earlier release's item views: no item statistics, "popular" meaning highest item bias.
+OLD_ITEM_VIEWS = (
+    "CREATE VIEW {schema}.current_item_factors AS SELECT f.model_id, f.item_id, f.bias, f.factors "
+    "FROM {schema}.item_factors f JOIN {schema}.current_pointer p "
+    "ON p.model_id = f.model_id AND p.name = 'current'",
+    "CREATE VIEW {schema}.current_popular_items AS "
+    "SELECT f.item_id, (m.global_mean + f.bias)::real AS score, "
+    "row_number() OVER (ORDER BY f.bias DESC, f.item_id)::integer AS rank "
+    "FROM {schema}.current_item_factors f CROSS JOIN {schema}.current_model m",
+)
+
+
+def test_item_tables_from_an_earlier_release_are_migrated(backend, small_model):
+    _publish(backend, small_model, "old")
+    # as published before the item statistics existed: no columns, the old views
+    for view in ("current_top_rated_items", "current_popular_items", "current_item_factors"):
+        backend.execute(f"DROP VIEW {{schema}}.{view}")
+    for column in ("n_ratings", "mean_rating"):
+        backend.execute(f"ALTER TABLE {{schema}}.item_factors DROP COLUMN {column}")
+    for sql in OLD_ITEM_VIEWS:
+        backend.execute(sql)
+    _publish(backend, small_model, "new")
+    _assert_cold_start(backend, small_model["matrix_dir"])
+    # the old model has no statistics: its lists are empty, its factors still there
+    rollback(backend.target, to="old", schema=backend.schema)
+    assert _query(backend, "cold_start", n=3) == _query(backend, "cold_start_top_rated", n=3) == []
+    assert backend.count("current_item_factors") == small_model["matrix"]["n_items"]
+    rollback(backend.target, to="new", schema=backend.schema)
+    _assert_cold_start(backend, small_model["matrix_dir"])
 
 
 def test_postgres_tables_from_an_earlier_release_are_migrated(postgres_backend, small_model):

@@ -25,5 +25,11 @@ ORDER BY similarity DESC, b.item_id
 LIMIT %(n)s
 
 -- name: cold_start
--- For a user without factors (new since the model was trained): popular items.
+-- For a user without factors (new since the model was trained): the most rated
+-- items of the model's training data; score = number of ratings.
 SELECT rank, item_id, score FROM {schema}.current_popular_items WHERE rank <= %(n)s ORDER BY rank
+
+-- name: cold_start_top_rated
+-- The same user, the best rated items: score = mean rating damped toward the
+-- global mean by 10 ratings, on the rating scale (see publish.sql).
+SELECT rank, item_id, score FROM {schema}.current_top_rated_items WHERE rank <= %(n)s ORDER BY rank

@@ -71,13 +71,22 @@ CREATE TABLE IF NOT EXISTS {schema}.user_factors (
 )
 
 -- name: create_item_factors
+-- n_ratings / mean_rating: the item's ratings in the model's training data.
 CREATE TABLE IF NOT EXISTS {schema}.item_factors (
-    model_id TEXT NOT NULL,
-    item_id  {item_id_type} NOT NULL,
-    bias     REAL NOT NULL,
-    factors  REAL[] NOT NULL,
+    model_id    TEXT NOT NULL,
+    item_id     {item_id_type} NOT NULL,
+    bias        REAL NOT NULL,
+    factors     REAL[] NOT NULL,
+    n_ratings   BIGINT,
+    mean_rating DOUBLE PRECISION,
     PRIMARY KEY (model_id, item_id)
 )
+
+-- name: migrate_item_factors
+-- Models published by an earlier factorflow keep NULL here (and drop out of
+-- the cold-start lists when rolled back to).
+ALTER TABLE {schema}.item_factors ADD COLUMN IF NOT EXISTS n_ratings BIGINT;
+ALTER TABLE {schema}.item_factors ADD COLUMN IF NOT EXISTS mean_rating DOUBLE PRECISION
 
 -- name: create_predictions
 CREATE TABLE IF NOT EXISTS {schema}.predictions (
@@ -103,16 +112,20 @@ RETURNS DOUBLE PRECISION LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$;
 
 -- name: schema_state
--- Whether model_runs has the newest column, and how many current_* views exist:
--- ALTER TABLE and CREATE OR REPLACE VIEW take ACCESS EXCLUSIVE locks, which
--- would queue behind (and then in front of) readers, so they run only when needed.
+-- Whether the tables have every migrated column, and whether every current_*
+-- view exists: ALTER TABLE and CREATE OR REPLACE VIEW take ACCESS EXCLUSIVE
+-- locks, which would queue behind (and then in front of) readers, so they run
+-- only when needed.
 SELECT (SELECT count(*) FROM information_schema.columns
-        WHERE table_schema = %(schema)s AND table_name = 'model_runs'
-          AND column_name = 'candidate_of'),
+        WHERE table_schema = %(schema)s
+          AND ((table_name = 'model_runs' AND column_name = 'candidate_of')
+               OR (table_name = 'item_factors'
+                   AND column_name IN ('n_ratings', 'mean_rating')))) = 3,
        (SELECT count(*) FROM information_schema.views
         WHERE table_schema = %(schema)s
           AND table_name IN ('current_model', 'current_user_factors', 'current_item_factors',
-                             'current_predictions', 'current_popular_items'))
+                             'current_predictions', 'current_popular_items',
+                             'current_top_rated_items')) = 6
 
 -- name: column_type
 SELECT upper(data_type) FROM information_schema.columns
@@ -129,7 +142,7 @@ DELETE FROM {schema}.model_runs WHERE model_id = ANY(%(model_ids)s)
 COPY {schema}.user_factors (model_id, user_id, bias, factors) FROM STDIN WITH (FORMAT csv, HEADER true)
 
 -- name: copy_item_factors
-COPY {schema}.item_factors (model_id, item_id, bias, factors) FROM STDIN WITH (FORMAT csv, HEADER true)
+COPY {schema}.item_factors (model_id, item_id, bias, factors, n_ratings, mean_rating) FROM STDIN WITH (FORMAT csv, HEADER true)
 
 -- name: copy_predictions
 COPY {schema}.predictions (model_id, user_id, item_id, score, rank) FROM STDIN WITH (FORMAT csv, HEADER true)
@@ -161,6 +174,10 @@ WHERE candidate_of IS NULL
                        ORDER BY created_at DESC, model_id DESC LIMIT %(keep)s)
 
 -- name: create_views
+-- The cold-start lists' columns changed (an earlier release's
+-- current_popular_items ranked by item bias): CREATE OR REPLACE cannot rename.
+DROP VIEW IF EXISTS {schema}.current_popular_items;
+DROP VIEW IF EXISTS {schema}.current_top_rated_items;
 CREATE OR REPLACE VIEW {schema}.current_model AS
 SELECT r.* FROM {schema}.model_runs r JOIN {schema}.current_pointer p USING (model_id)
 WHERE p.name = 'current';
@@ -173,12 +190,33 @@ SELECT f.* FROM {schema}.item_factors f JOIN {schema}.current_pointer p
 CREATE OR REPLACE VIEW {schema}.current_predictions AS
 SELECT f.* FROM {schema}.predictions f JOIN {schema}.current_pointer p
     ON p.model_id = f.model_id AND p.name = 'current';
--- Cold start: for a user without factors, the items with the highest
--- mean + item bias under the current model (never NULL).
-CREATE OR REPLACE VIEW {schema}.current_popular_items AS
-SELECT f.item_id, (m.global_mean + f.bias)::real AS score,
-       row_number() OVER (ORDER BY f.bias DESC, f.item_id)::integer AS rank
-FROM {schema}.current_item_factors f CROSS JOIN {schema}.current_model m
+-- Cold start, for a user without factors: two lists over the ratings the
+-- current model was trained on (counted per item at publish). Most rated first:
+-- score = n_ratings; ties by mean rating, then item_id.
+CREATE VIEW {schema}.current_popular_items AS
+SELECT row_number() OVER (ORDER BY f.n_ratings DESC, f.mean_rating DESC NULLS LAST,
+                                   f.item_id)::integer AS rank,
+       f.item_id, f.n_ratings AS score, f.n_ratings, f.mean_rating
+FROM {schema}.current_item_factors f WHERE f.n_ratings IS NOT NULL;
+-- Best rated first: the mean rating damped toward the global mean of the
+-- training ratings by 10 ratings, as the bias-only baseline damps item biases:
+-- score = (sum of ratings + 10 * global mean) / (n_ratings + 10), on the rating
+-- scale; an item with few ratings stays near the global mean. Ties by n_ratings,
+-- then item_id.
+CREATE VIEW {schema}.current_top_rated_items AS
+WITH stats AS (
+    SELECT f.item_id, f.n_ratings, f.mean_rating,
+           coalesce(f.n_ratings * f.mean_rating, 0) AS rating_sum,
+           sum(f.n_ratings * f.mean_rating) OVER () / sum(f.n_ratings) OVER () AS global_mean
+    FROM {schema}.current_item_factors f WHERE f.n_ratings IS NOT NULL
+), damped AS (
+    SELECT item_id, n_ratings, mean_rating,
+           (rating_sum + 10 * global_mean) / (n_ratings + 10) AS score
+    FROM stats
+)
+SELECT row_number() OVER (ORDER BY score DESC, n_ratings DESC, item_id)::integer AS rank,
+       item_id, score, n_ratings, mean_rating
+FROM damped
 
 -- name: rollback
 UPDATE {schema}.current_pointer SET model_id = %(model_id)s WHERE name = 'current'

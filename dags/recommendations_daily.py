@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 
 from factorflow.airflow.assets import CURRENT_PREDICTIONS
-from factorflow.identifiers import IDENTIFIER_PATTERN
-from factorflow.paths import default_warehouse
+from factorflow.airflow.params import downstream_params
 
 with DAG(
     dag_id="recommendations_daily",
@@ -24,23 +23,19 @@ with DAG(
     max_active_runs=1,
     tags=["factorflow", "downstream"],
     default_args={"retries": 2, "owner": "factorflow"},
-    params={
-        "warehouse_conn_id": Param("", type="string", pattern=r"^[A-Za-z0-9_.-]{0,250}$",
-                                   description="Airflow connection of the warehouse (postgres or "
-                                               "duckdb); empty: the DuckDB file below. Used when "
-                                               "not triggered by an asset event."),
-        "warehouse": Param(default_warehouse(), type="string", minLength=1,
-                           description="DuckDB warehouse (when not triggered by an asset event)."),
-        "schema": Param("factorflow", type="string", pattern=IDENTIFIER_PATTERN,
-                        description="Schema holding the published tables."),
-    },
+    params=downstream_params(),
     doc_md=__doc__,
 ) as dag:
 
     @task
     def materialize(params=None, triggering_asset_events=None) -> dict:
-        """Rebuild the table with the SQL in include/sql/ (per back end)."""
-        from factorflow.airflow.connections import warehouse_target
+        """Rebuild the table with the SQL in include/sql/ (per back end).
+
+        A DuckDB path must lie under FACTORFLOW_DATA_ROOTS (resolve_warehouse
+        checks it, failing without retries), whether a person typed it or a
+        publish recorded it.
+        """
+        from factorflow.airflow.operators import resolve_warehouse
         from factorflow.warehouse import materialize_recommendations
 
         warehouse, schema = params["warehouse"], params["schema"]
@@ -50,6 +45,6 @@ with DAG(
                 warehouse = event.extra.get("warehouse", warehouse)
                 conn_id = event.extra.get("warehouse_conn_id", conn_id)
                 schema = event.extra.get("schema", schema)
-        return materialize_recommendations(warehouse_target(warehouse, conn_id), schema=schema)
+        return materialize_recommendations(resolve_warehouse(warehouse, conn_id), schema=schema)
 
     materialize()

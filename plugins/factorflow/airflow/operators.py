@@ -5,6 +5,11 @@ time), and in ``execute`` calls one library function, importing it there so
 that parsing never loads JAX, Polars or Great Expectations. XCom carries the
 library's small JSON-safe summary (paths, counts, metrics); arrays travel as
 files in a run-scoped artifact directory.
+
+Whoever triggers a run chooses its conf, so before any work each task checks
+the files and loss the conf names against what the deployment allows
+(:mod:`factorflow.airflow.confinement`); a refusal fails the task at once,
+without retries.
 """
 
 from __future__ import annotations
@@ -31,16 +36,34 @@ def model_id_for(context: "Context") -> str:
     return f"{context['dag'].dag_id}/{context['run_id']}"
 
 
-def resolve_warehouse(warehouse: str, conn_id: str | None) -> Any:
-    """The library's warehouse target; a misconfigured connection fails without retries."""
+def fail_fast(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; its ValueError (a refused conf, a misconfigured connection or
+    setting) fails the task now, without retries: retrying cannot help."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def _warehouse_target(warehouse: str, conn_id: str | None) -> Any:
+    """:func:`~factorflow.airflow.connections.warehouse_target`, a conf's DuckDB path checked."""
+    from factorflow.airflow.confinement import check_path
     from factorflow.airflow.connections import warehouse_target
 
-    try:
-        return warehouse_target(warehouse, conn_id)
-    except ValueError as exc:  # wrong connection type: retrying cannot help
-        raise AirflowFailException(str(exc)) from exc
+    if not conn_id:  # a connection's DuckDB file is the admin's choice, not the conf's
+        check_path("warehouse", warehouse)
+    return warehouse_target(warehouse, conn_id)
+
+
+def resolve_warehouse(warehouse: str, conn_id: str | None) -> Any:
+    """The library's warehouse target, once the conf's DuckDB path is checked.
+
+    Fails without retries when the path lies outside ``FACTORFLOW_DATA_ROOTS``
+    or the connection is misconfigured.
+    """
+    return fail_fast(_warehouse_target, warehouse, conn_id)
 
 
 class _StageOperator(BaseOperator):
@@ -69,8 +92,9 @@ class ExtractRatingsOperator(_StageOperator):
 
     Args:
         warehouse: DuckDB file holding the source table, when no connection is
-            given (templated).
-        source_table: ``schema.table`` to read, or a Parquet/CSV path (templated).
+            given; must lie under ``FACTORFLOW_DATA_ROOTS`` (templated).
+        source_table: ``schema.table`` to read, or a Parquet/CSV path or glob
+            under ``FACTORFLOW_DATA_ROOTS`` (templated).
         artifacts_dir: root of the run-scoped artifact directories (templated).
         warehouse_conn_id: Airflow connection (postgres or duckdb) of the
             warehouse; empty uses ``warehouse`` (templated).
@@ -89,10 +113,13 @@ class ExtractRatingsOperator(_StageOperator):
         self.warehouse_conn_id = warehouse_conn_id
 
     def execute(self, context: "Context") -> dict[str, Any]:
+        from factorflow.airflow.confinement import check_source
         from factorflow.ratings import extract_ratings
 
-        out = run_dir(self.artifacts_dir, context) / "extract"
+        # a file source is read directly, whatever the connection: check it first
+        fail_fast(check_source, "source_table", self.source_table)
         target = resolve_warehouse(self.warehouse, self.warehouse_conn_id)
+        out = run_dir(self.artifacts_dir, context) / "extract"
         return self._run(context, extract_ratings, target, self.source_table, out)
 
 
@@ -171,7 +198,8 @@ class TrainFactorsOperator(_StageOperator):
         matrix_dir: output of the build stage (templated).
         artifacts_dir: root of the run-scoped artifact directories (templated).
         train_config: TrainConfig fields, e.g. rank, epochs, learning_rate, reg,
-            seed; ``None`` values take the engine's defaults (templated).
+            seed; ``None`` values take the engine's defaults; a custom ``loss``
+            must come from ``FACTORFLOW_LOSS_MODULES`` (templated).
         top_n: length of each user's published recommendation list (templated).
     """
 
@@ -187,8 +215,10 @@ class TrainFactorsOperator(_StageOperator):
         self.top_n = top_n
 
     def execute(self, context: "Context") -> dict[str, Any]:
+        from factorflow.airflow.confinement import check_loss
         from factorflow.training_run import train_factors
 
+        fail_fast(check_loss, "loss", self.train_config.get("loss"))  # before importing it
         map_index = getattr(context["ti"], "map_index", -1)
         name = "model" if map_index is None or map_index < 0 else f"model-{map_index}"
         out = run_dir(self.artifacts_dir, context) / name  # one directory per sweep candidate
@@ -200,7 +230,8 @@ class PublishFactorsOperator(_StageOperator):
     """Write the model's tables to the warehouse in one transaction.
 
     Args:
-        warehouse: DuckDB file to publish into, when no connection is given (templated).
+        warehouse: DuckDB file to publish into, when no connection is given; must
+            lie under ``FACTORFLOW_DATA_ROOTS`` (templated).
         schema: target schema (templated).
         model_dir: output of the train stage (templated).
         matrix_dir: output of the build stage (templated).

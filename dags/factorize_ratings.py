@@ -13,7 +13,7 @@ from airflow.sdk import DAG
 
 from factorflow.airflow.assets import PUBLISHED
 from factorflow.airflow.operators import PublishFactorsOperator, TrainFactorsOperator
-from factorflow.airflow.params import TRAIN_PARAMS, data_params, train_params
+from factorflow.airflow.params import TRAIN_PARAMS, data_params, publish_params, train_params
 from factorflow.airflow.stages import Ingest, ingest, publish_kwargs
 from factorflow.paths import default_artifacts_dir
 
@@ -30,7 +30,7 @@ with DAG(
     render_template_as_native_obj=True,
     tags=["factorflow", "recommender", "jax"],
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "owner": "factorflow"},
-    params={**data_params(), **train_params()},
+    params={**data_params(), **train_params(), **publish_params()},
     doc_md=__doc__,
 ) as dag:
     extract, validate, build = ingest(ARTIFACTS)

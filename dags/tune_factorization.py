@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 
 from factorflow.airflow.assets import PUBLISHED
 from factorflow.airflow.operators import PublishFactorsOperator, TrainFactorsOperator
-from factorflow.airflow.params import TRAIN_PARAMS, data_params, train_params
+from factorflow.airflow.params import TRAIN_PARAMS, data_params, publish_params, sweep_params, train_params
 from factorflow.airflow.stages import ingest, publish_kwargs
 from factorflow.paths import default_artifacts_dir
 
@@ -34,20 +34,7 @@ with DAG(
     render_template_as_native_obj=True,
     tags=["factorflow", "recommender", "jax", "sweep"],
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "owner": "factorflow"},
-    params={
-        **data_params(),
-        **train_params(),
-        "space": Param({"rank": [8, 16], "optimizer": ["gibbs", "adam"]}, type="object",
-                       minProperties=1, maxProperties=16,
-                       additionalProperties={"type": "array", "minItems": 1, "maxItems": 64},
-                       description="Search space: a setting (rank, reg, learning_rate, "
-                                   "optimizer, loss, epochs, ...) -> list of values; the "
-                                   "other settings come from the fields above."),
-        "search": Param("grid", type="string", enum=["grid", "random"],
-                        description="grid: every combination; random: `samples` of them."),
-        "samples": Param(None, type=["null", "integer"], minimum=1, maximum=64,
-                         description="Candidates drawn by a random search (seeded by `seed`)."),
-    },
+    params={**data_params(), **sweep_params(), **train_params(), **publish_params()},
     doc_md=__doc__,
 ) as dag:
     stages = ingest(ARTIFACTS)

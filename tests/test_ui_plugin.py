@@ -4,16 +4,14 @@ real headless Chromium, and a screenshot is saved."""
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.browser import ARTIFACTS, chromium, log_in
 
 pytestmark = pytest.mark.integration
 
-ARTIFACTS = ROOT / ".test-artifacts"
 PATHS = ("/factorflow/", "/factorflow/api/runs", "/factorflow/curve.png?model_id=demo-run")
 
 
@@ -67,39 +65,17 @@ def test_an_authenticated_user_gets_the_runs_and_curves(stack):
     assert plugin["external_views"][0]["href"] == "/factorflow/"
 
 
-def _browser():
-    """Headless Debian Chromium through Selenium, or a skip naming what is missing."""
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip("Debian chromium and chromium-driver are not installed "
-                    "(make test installs them when it can run apt-get as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1400,900"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
 def test_the_page_renders_in_chromium_after_logging_in(stack):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser = _browser()
+    browser = chromium()
     try:
         wait = WebDriverWait(browser, 60)
         browser.get(stack.base + "/factorflow/")  # not logged in: refused
         assert "demo-run" not in browser.page_source
-        browser.get(stack.base + "/auth/login")
-        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys("admin")
-        browser.find_element(By.NAME, "password").send_keys(stack.password())
-        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        wait.until(lambda b: b.get_cookie("_token"))
+        log_in(browser, stack)
         browser.get(stack.base + "/factorflow/")
         row = wait.until(ec.presence_of_element_located(
             (By.CSS_SELECTOR, 'tr.current[data-model-id="demo-run"]')))

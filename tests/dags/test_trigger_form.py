@@ -69,3 +69,30 @@ def test_a_bad_conf_is_rejected_before_any_task_runs(dags, conf, field):
         dag.test(run_conf=conf)
     with create_session() as session:
         assert session.query(DagRun).filter(DagRun.dag_id == dag.dag_id).count() == before
+
+
+def test_the_form_can_trigger_with_its_defaults(dags):
+    """What Airflow's form needs to enable Trigger: a required field (a type list
+    without "null") must have a value; optional fields admit null and default to it;
+    every field sits in a section; bounds the form clamps to are in the description."""
+    from factorflow.airflow.params import bounds_text
+
+    for dag_id, dag in dags.items():
+        for name, param in _schemas(dag).items():
+            schema, types = param.schema, param.schema["type"]
+            optional = isinstance(types, list) and "null" in types
+            assert optional or param.value not in (None, ""), f"{dag_id}.{name}: empty required"
+            if param.description.startswith("Optional."):
+                assert optional and param.value is None, f"{dag_id}.{name}"
+            assert schema.get("section"), f"{dag_id}.{name} has no section"
+            if "maximum" in schema:
+                assert param.description.endswith(bounds_text(schema)), f"{dag_id}.{name}"
+
+
+def test_bounds_read_as_a_person_writes_them():
+    from factorflow.airflow.params import bounds_text
+
+    assert bounds_text({"minimum": 1, "maximum": 1024}) == "Between 1 and 1,024."
+    assert bounds_text({"minimum": 0, "maximum": 0.5}) == "Between 0 and 0.5."
+    assert bounds_text({"exclusiveMinimum": 0, "maximum": 10}) == "Above 0, at most 10."
+    assert bounds_text({"minimum": 1}) == ""

@@ -162,7 +162,7 @@ def fit_files(
         file (when given), ``fit_seconds`` (wall, compilation included),
         ``epochs_run``, ``best_epoch``, ``ratings_per_second`` (median epoch)
         and ``history`` (per epoch: ``epoch``, ``seconds`` since the fit
-        started, ``train_loss``, ``valid_rmse``, ``test_rmse``).
+        started, ``train_loss``, ``train_rmse``, ``valid_rmse``, ``test_rmse``).
 
     Raises:
         FileNotFoundError: a file is missing.
@@ -171,7 +171,7 @@ def fit_files(
     from factorflow import training
     from factorflow.compilation import enable_compilation_cache, start_runtime
     from factorflow.evaluation import fit_baseline, mae, rmse
-    from factorflow.matrix import MIN_USER_RATINGS, Triplets, _split_mask
+    from factorflow.matrix import MIN_USER_RATINGS, Triplets, split_mask
     from factorflow.model import FactorModel
 
     enable_compilation_cache()
@@ -194,7 +194,7 @@ def fit_files(
     r = train_df["rating"].to_numpy().astype(np.float32)
     is_valid = np.zeros(r.shape[0], bool)
     if valid_fraction > 0:
-        is_valid = _split_mask(u, n_users, valid_fraction, MIN_USER_RATINGS,
+        is_valid = split_mask(u, n_users, valid_fraction, MIN_USER_RATINGS,
                                train_config.seed)
     train = Triplets(u[~is_valid], i[~is_valid], r[~is_valid])
     valid = Triplets(u[is_valid], i[is_valid], r[is_valid]) if is_valid.any() else None

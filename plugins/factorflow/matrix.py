@@ -151,7 +151,7 @@ def build_matrices(
     u = ratings["u"].to_numpy()
     i = ratings["i"].to_numpy()
     r = ratings["rating"].to_numpy()
-    is_valid = _split_mask(u, len(users), valid_fraction, min_user_ratings, seed)
+    is_valid = split_mask(u, len(users), valid_fraction, min_user_ratings, seed)
     train = Triplets(u[~is_valid], i[~is_valid], r[~is_valid])
     valid = Triplets(u[is_valid], i[is_valid], r[is_valid])
     train.save(out / TRAIN_FILE)
@@ -175,10 +175,14 @@ def build_matrices(
     return summary
 
 
-def _split_mask(
+def split_mask(
     users: np.ndarray, n_users: int, fraction: float, min_ratings: int, seed: int
 ) -> np.ndarray:
-    """``[n]`` bool: which ratings (sorted by user) go to validation."""
+    """``[n]`` bool: which of ``[n]`` ratings (by user index) go to validation.
+
+    Each user with at least ``min_ratings`` ratings has ``floor(fraction * n_u)``
+    of them, chosen by a seeded shuffle, held out; lighter users stay whole.
+    """
     counts = np.bincount(users, minlength=n_users)
     n_valid = np.where(counts >= min_ratings, np.floor(fraction * counts), 0).astype(np.int64)
     # Rank each rating inside its user's block by a seeded random key: the

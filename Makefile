@@ -50,11 +50,14 @@ demo: $(STAMP) airflow-db
 	@airflow dags test factorize_ratings > $(AIRFLOW_HOME)/demo-run.log 2>&1 || { tail -n 80 $(AIRFLOW_HOME)/demo-run.log; exit 1; }
 	@factorflow show --warehouse "$(FACTORFLOW_WAREHOUSE)"
 
-test: $(STAMP) airflow-db services browser
+# The tests keep their own Airflow home and metadata DB (tests/conftest.py), so
+# the demo's .airflow/ never shows a test's runs.
+test: $(STAMP) services browser
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) for the tests that name
-# them: started when installed here but down; otherwise those tests skip.
+# PostgreSQL (127.0.0.1:5432, database `test`) and Redis (127.0.0.1:6379) for the
+# tests that name them: started (and the database created) when installed here
+# but down or missing; otherwise those tests skip, and the run's last line says so.
 services:
 	@if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
 	  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then \
@@ -63,7 +66,14 @@ services:
 	  fi; \
 	fi
 	@if ! (command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432); then \
-	  echo "note: no PostgreSQL on 127.0.0.1:5432; the PostgreSQL tests will skip"; fi
+	  echo "note: no PostgreSQL on 127.0.0.1:5432; the PostgreSQL tests will skip"; \
+	elif [ -z "$${FACTORFLOW_TEST_POSTGRES:-}" ]; then \
+	  if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" 2>/dev/null | grep -q 1; then \
+	    echo "creating the PostgreSQL database 'test' for the tests"; \
+	    createdb -h 127.0.0.1 -U postgres test 2>/tmp/factorflow-createdb.log || \
+	      echo "note: could not create database 'test' as user postgres ($$(head -n1 /tmp/factorflow-createdb.log)); the PostgreSQL tests will skip"; \
+	  fi; \
+	fi
 	@if command -v redis-server >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then \
 	  echo "starting Redis"; \
 	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
@@ -87,7 +97,7 @@ browser:
 	fi
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_HOME) data
+	rm -rf $(VENV) $(AIRFLOW_HOME) $(CURDIR)/.airflow-test data
 
 # Benchmark (tests/bench/README.md): peers (Surprise, PySpark) live in their own venv.
 BENCH_VENV := $(CURDIR)/.bench/venv

@@ -3,24 +3,55 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+#: The tests' own Airflow home and metadata DB: the demo's `.airflow/` (what a
+#: person sees in the UI after `make demo`) never gets a test's runs.
+TEST_AIRFLOW_HOME = ROOT / ".airflow-test"
 
+# Always the tests' own home, DB, warehouse default and artifacts, whatever the
+# shell exports (the Makefile exports the demo's for `make demo`).
+os.environ.update({
+    "AIRFLOW_HOME": str(TEST_AIRFLOW_HOME),
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{TEST_AIRFLOW_HOME / 'airflow.db'}",
+    "FACTORFLOW_WAREHOUSE": str(TEST_AIRFLOW_HOME / "warehouse.duckdb"),
+    "FACTORFLOW_ARTIFACTS_DIR": str(TEST_AIRFLOW_HOME / "artifacts"),
+})
 # The Makefile exports these; set them here too so a bare `pytest` behaves the same.
 for key, value in {
-    "AIRFLOW_HOME": str(ROOT / ".airflow"),
     "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{ROOT / '.airflow' / 'airflow.db'}",
     "JAX_PLATFORMS": "cpu",
     "GX_ANALYTICS_ENABLED": "false",
+    # Confinement of trigger confs: tests keep warehouses in pytest's temporary
+    # folders and use the custom losses of tests/factorflow/custom_losses.py.
+    "FACTORFLOW_DATA_ROOTS": os.pathsep.join([tempfile.gettempdir(), str(ROOT / "data"),
+                                              str(TEST_AIRFLOW_HOME)]),
+    "FACTORFLOW_LOSS_MODULES": "tests.factorflow.custom_losses",
 }.items():
     os.environ.setdefault(key, value)
+
+
+
+def _migrate_test_metadata_db() -> None:
+    """``airflow db migrate`` into the tests' home when its DB is missing (a bare `pytest`)."""
+    if (TEST_AIRFLOW_HOME / "airflow.db").exists():
+        return
+    import subprocess
+    import sys
+
+    TEST_AIRFLOW_HOME.mkdir(exist_ok=True)
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
+
+
+_migrate_test_metadata_db()
 
 #: A demo warehouse small enough for many tests, big enough to learn from.
 SMALL_DEMO = {"n_users": 400, "n_items": 300, "n_ratings": 24_000, "seed": 7}
@@ -78,3 +109,18 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path):
 def postgres_backend(tmp_path: Path):
     """A fresh schema in the test PostgreSQL server (skips without one)."""
     yield from _backend("postgres", tmp_path)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    """One closing line saying what was skipped and why (grouped by reason)."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ").strip()
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if not reasons:
+        terminalreporter.write_line("factorflow: nothing skipped")
+        return
+    groups = "; ".join(f"{reason} ({n})" for reason, n in
+                       sorted(reasons.items(), key=lambda item: -item[1]))
+    terminalreporter.write_line(f"factorflow: {sum(reasons.values())} skipped: {groups}")

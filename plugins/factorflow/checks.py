@@ -5,28 +5,63 @@ ExpectationSuite JSON); the rating scale and the minimum row count are suite
 parameters (``{"$PARAMETER": ...}``) supplied here at run time, so one suite
 serves every configuration.
 
+GX sees the table in pieces of bounded size, so memory does not grow with it:
+
+- table-level expectations (columns, row count) run once, on frames made from
+  the file's footer: no rows and the file's columns, or no columns and the
+  file's row count;
+- row-level expectations run on every row, one batch at a time. The table is
+  split by a hash of the columns that uniqueness expectations compare
+  (:mod:`factorflow.partitions`), so duplicates meet in one batch and each
+  batch's uniqueness check is the whole table's; a batch's index is the
+  table's row numbers, and :mod:`factorflow.batch_results` adds the batches'
+  results up into the table's. The report (:mod:`factorflow.validation_report`)
+  reads as if GX had seen the whole table at once.
+
 ``great_expectations`` (and pandas) are imported inside functions only: Airflow
 imports this package while parsing DAG files, and importing GX takes seconds.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import numbers
 import os
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, NamedTuple
 
-if TYPE_CHECKING:
-    import pandas as pd
+from factorflow.batch_results import MapTally, Outcome
+from factorflow.gx_runs import (
+    FOOTER_METRICS, SuiteRunner, footer, frame_of, import_gx, metric_names, validate_on_footer)
+from factorflow.partitions import partition_parquet, read_part
+from factorflow.progress import Progress
+from factorflow.validation_report import (
+    ID_COLUMNS, MAX_EXAMPLES, columns_of, describe_failure, label, row_values)
 
-ID_COLUMNS = ("user_id", "item_id")
-MAX_EXAMPLES = 5
+logger = logging.getLogger(__name__)
+
+#: Rows GX validates at a time (about: parts of a hash partition vary a little).
+BATCH_ROWS = 1_000_000
 # GX returns at most this many offending values per expectation; more than we
 # print, so that duplicates collapse to distinct pairs with an exact count.
 _PARTIAL_UNEXPECTED_COUNT = 20
+# SUMMARY (not COMPLETE) so a badly broken file does not materialise every bad
+# value; without unexpected_index_column_names GX reports the batch's index,
+# i.e. the table's row numbers, which work even when an id column is missing.
+_RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": _PARTIAL_UNEXPECTED_COUNT}
+
+#: Row-level expectations that compare a row with every other row.
+UNIQUENESS_EXPECTATIONS = frozenset({
+    "expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"})
+#: Row-level expectations a batch cannot answer for the table: they depend on
+#: the order across batches, or on dtypes (batches carry floats as float64).
+UNBATCHABLE_EXPECTATIONS = frozenset({
+    "expect_column_values_to_be_increasing", "expect_column_values_to_be_decreasing",
+    "expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list"})
 
 
 class RatingsValidationError(ValueError):
@@ -43,6 +78,14 @@ class RatingsValidationError(ValueError):
         self.failures = failures or []
 
 
+class _Plan(NamedTuple):
+    """Where each of the suite's expectations runs (positions in the suite)."""
+
+    table: list[int]  # once, on the footer's row count and columns
+    rows: list[int]  # on every batch
+    key: list[str]  # the columns every uniqueness expectation compares
+
+
 def validate_ratings(
     path: str | Path,
     *,
@@ -50,8 +93,10 @@ def validate_ratings(
     rating_max: float,
     min_rows: int = 1,
     suite_path: str | Path | None = None,
+    batch_rows: int = BATCH_ROWS,
+    log: Callable[[str], None] = logger.info,
 ) -> dict[str, Any]:
-    """Check a ratings Parquet file against the expectation suite.
+    """Check a ratings Parquet file against the expectation suite, in bounded memory.
 
     Args:
         path: Parquet file with columns ``user_id``, ``item_id``, ``rating``
@@ -60,6 +105,10 @@ def validate_ratings(
         rating_max: Highest allowed rating (inclusive).
         min_rows: Fewest rows the file must have.
         suite_path: Suite JSON; defaults to ``include/expectations/ratings.json``.
+        batch_rows: About how many rows GX validates at a time; memory grows
+            with it, GX's fixed cost per batch shrinks.
+        log: Where progress lines go (rows done / total, rate, ETA), at most
+            one every 10 s and one at the end of each pass.
 
     Returns:
         A JSON-safe summary: ``success``, ``path``, ``suite``, ``n_rows``,
@@ -67,49 +116,37 @@ def validate_ratings(
         ``parameters``.
 
     Raises:
-        ValueError: The configuration or the suite file is invalid.
+        ValueError: The configuration or the suite file is invalid, or the
+            suite holds an expectation that cannot be checked batch by batch.
         RatingsValidationError: One or more expectations failed; the message
             lists each with its unexpected count and a few offending rows.
     """
+    import pyarrow.parquet as pq
+
     params = _check_config(rating_min, rating_max, min_rows)
+    if not isinstance(batch_rows, numbers.Integral) or isinstance(batch_rows, bool) \
+            or batch_rows < 1:
+        raise ValueError(f"batch_rows must be an integer >= 1, got {batch_rows!r}")
     if suite_path is None:
         from factorflow.paths import expectation_suite_path
 
         suite_path = expectation_suite_path("ratings.json")
 
-    gx = _import_gx()
-    suite = _load_suite(gx, Path(suite_path))
-    df = _read_ratings(path)
-
-    context = _ephemeral_context(gx)
-    batch = (
-        context.data_sources.add_pandas("factorflow")
-        .add_dataframe_asset("ratings")
-        .add_batch_definition_whole_dataframe("whole")
-        .get_batch(batch_parameters={"dataframe": df})
-    )
-    # SUMMARY (not COMPLETE) so a badly broken file does not materialise every
-    # bad value; without unexpected_index_column_names GX reports row indices,
-    # which still work when an id column is the thing that is missing.
-    result = batch.validate(
-        suite,
-        expectation_parameters=params,
-        result_format={
-            "result_format": "SUMMARY",
-            "partial_unexpected_count": _PARTIAL_UNEXPECTED_COUNT,
-        },
-    )
-
-    # GX does not keep suite order in its results; restore it so reports read
-    # top-down (columns, row count, nulls, range, duplicates).
-    order = {_key(e.configuration): i for i, e in enumerate(suite.expectations)}
-    results = sorted(result.results, key=lambda r: order.get(_key(r.expectation_config), 1 << 30))
-    labels = [_label(r.expectation_config) for r in results]
-    failures = [_describe_failure(r, df) for r in results if not r.success]
+    gx = import_gx()
+    doc, suite = _load_suite(gx, Path(suite_path))
+    plan = _plan(suite, Path(suite_path))
+    columns, n_rows = _columns(path), pq.read_metadata(path).num_rows
+    metrics = footer(n_rows, columns)
+    outcomes = {i: Outcome.of(validate_on_footer(suite.expectations[i], params, metrics,
+                                                 _RESULT_FORMAT)) for i in plan.table}
+    runner = SuiteRunner(gx, doc, params, _RESULT_FORMAT)
+    outcomes.update(_row_outcomes(runner, plan, path, columns, n_rows, batch_rows, log))
+    results = [outcomes[i] for i in sorted(outcomes)]  # suite order: reports read top-down
+    failures = [describe_failure(r, columns) for r in results if not r.success]
     if failures:
         header = (
             f"ratings validation failed for {path}: {len(failures)} of {len(results)} "
-            f"expectations failed ({len(df)} row(s); suite '{suite.name}'; "
+            f"expectations failed ({n_rows} row(s); suite '{suite.name}'; "
             f"rating scale [{rating_min}, {rating_max}]; min_rows={min_rows})"
         )
         raise RatingsValidationError(
@@ -120,9 +157,9 @@ def validate_ratings(
         "success": True,
         "path": str(path),
         "suite": suite.name,
-        "n_rows": len(df),
+        "n_rows": n_rows,
         "expectations": len(results),
-        "evaluated": labels,
+        "evaluated": [label(r.expectation_config) for r in results],
         "parameters": params,
     }
 
@@ -145,36 +182,8 @@ def _check_config(rating_min: float, rating_max: float, min_rows: int) -> dict[s
     }
 
 
-def _import_gx() -> Any:
-    # Before the import: GX logs dozens of INFO lines while importing. Only a
-    # logger nobody configured is touched, so an explicit choice still wins.
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    gx_logger = logging.getLogger("great_expectations")
-    if gx_logger.level == logging.NOTSET:
-        gx_logger.setLevel(logging.WARNING)
-    import great_expectations as gx
-
-    return gx
-
-
-def _ephemeral_context(gx: Any) -> Any:
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
-
-    # Progress bars default to on (tqdm "Calculating Metrics" on stderr, i.e.
-    # in the task log); the temp docs site only logs a line and is never built.
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
-        analytics_enabled=False,
-    )
-    return gx.get_context(mode="ephemeral", project_config=config)
-
-
-def _load_suite(gx: Any, suite_path: Path) -> Any:
+def _load_suite(gx: Any, suite_path: Path) -> tuple[dict[str, Any], Any]:
+    """The suite's JSON and GX's suite built from it."""
     try:
         doc = json.loads(suite_path.read_text())
         suite = gx.ExpectationSuite(**doc)
@@ -188,150 +197,74 @@ def _load_suite(gx: Any, suite_path: Path) -> Any:
             f"{len(suite.expectations)} of {len(doc.get('expectations', []))} expectations "
             "(unknown 'type'? see the great_expectations log)"
         )
-    return suite
+    return doc, suite
 
 
-def _read_ratings(path: str | Path) -> pd.DataFrame:
-    import pandas as pd
+def _plan(suite: Any, suite_path: Path) -> _Plan:
+    """Sort the suite's expectations by where they run; refuse what batches cannot answer."""
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)
 
-    # Nullable dtypes keep integer ids integral when some are null (no 3.0),
-    # so reports show ids as the warehouse wrote them.
-    df = pd.read_parquet(path, dtype_backend="numpy_nullable")
-    return df.reset_index(drop=True)  # row numbers in reports = positions in the file
-
-
-def _columns(kwargs: dict[str, Any]) -> list[str]:
-    if "column" in kwargs:
-        return [kwargs["column"]]
-    return list(kwargs.get("column_list") or [])
-
-
-def _key(config: Any) -> tuple[str, tuple[str, ...]]:
-    return config.type, tuple(_columns(config.kwargs))
-
-
-def _label(config: Any) -> str:
-    cols = _columns(config.kwargs)
-    return f"{config.type}({', '.join(cols)})" if cols else config.type
-
-
-def _describe_failure(res: Any, df: pd.DataFrame) -> dict[str, Any]:
-    """One failed expectation as a JSON-safe dict plus its report ``text``."""
-    config = res.expectation_config
-    kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
-    cols = _columns(kwargs)
-    r = res.result or {}
-    out: dict[str, Any] = {
-        "expectation": config.type,
-        "check": (config.meta or {}).get("check"),
-        "columns": cols,
-        "kwargs": _plain(kwargs),
-        "description": config.description,
-        "unexpected_count": r.get("unexpected_count"),
-        "unexpected_percent": r.get("unexpected_percent_total", r.get("unexpected_percent")),
-        "observed_value": _plain(r.get("observed_value")),
-        "examples": [],
-        "error": None,
-    }
-    lines = [f"- {_label(config)}" + (f" [{out['check']}]" if out["check"] else "")]
-    detail = ""
-    missing = [c for c in cols if c not in df.columns]
-    raised = _exception_messages(res.exception_info)
-    if missing or raised:
-        out["error"] = (
-            f"not evaluated: missing column(s) {', '.join(missing)}"
-            if missing
-            else f"could not be evaluated: {raised[0]}"
-        )
-        detail = out["error"]
-    elif out["unexpected_count"] is not None:
-        pct = out["unexpected_percent"] or 0.0
-        n_bad, n_all = out["unexpected_count"], r.get("element_count")
-        detail = f"{n_bad} of {n_all} rows unexpected ({pct:.2f}%)"
-        out["examples"] = _examples(config.type, cols, r, df)
-    elif "mismatched" in (r.get("details") or {}):
-        gone = r["details"]["mismatched"].get("missing", [])
-        detail = f"missing column(s): {', '.join(gone)}; found: {', '.join(r['observed_value'])}"
-        out["missing_columns"] = list(gone)
-    elif "observed_value" in r:
-        what = "row count" if "row_count" in config.type else "value"
-        detail = f"observed {what} {r['observed_value']}" + _bounds(kwargs)
-    lines[0] += f": {detail}" if detail else ""
-    if config.description:
-        lines.append(f"    rule: {config.description}")
-    lines += [f"    {_format_example(e)}" for e in out["examples"]]
-    out["text"] = "\n".join(lines)
-    return out
+    plan = _Plan([], [], [])
+    keys = []
+    for i, expectation in enumerate(suite.expectations):
+        etype = expectation.expectation_type
+        if etype not in UNBATCHABLE_EXPECTATIONS and isinstance(expectation, (
+                ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)):
+            plan.rows.append(i)
+            if etype in UNIQUENESS_EXPECTATIONS:
+                keys.append(columns_of(expectation.configuration.kwargs))
+        elif metric_names(expectation, _RESULT_FORMAT) <= FOOTER_METRICS:
+            plan.table.append(i)
+        else:
+            raise ValueError(
+                f"expectation suite {suite_path}: {etype} (expectation {i + 1}) cannot be "
+                "checked in bounded memory; supported are row-level (map) expectations and "
+                "table-level ones on the row count and columns")
+    shared = [c for c in (keys[0] if keys else []) if all(c in k for k in keys)]
+    if keys and not shared:
+        raise ValueError(f"expectation suite {suite_path}: uniqueness expectations must "
+                         f"share a column (rows with equal ones are checked together), got {keys}")
+    return plan._replace(key=shared)
 
 
-def _bounds(kwargs: dict[str, Any]) -> str:
-    lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
-    if lo is not None and hi is not None:
-        return f"; expected between {lo} and {hi}"
-    if lo is not None or hi is not None:
-        return f"; expected at least {lo}" if lo is not None else f"; expected at most {hi}"
-    return ""
+def _row_outcomes(runner: SuiteRunner, plan: _Plan, path: str | Path, columns: list[str],
+                  n_rows: int, batch_rows: int, log: Callable[[str], None]) -> dict[int, Outcome]:
+    """The row-level expectations' outcomes on the whole table, one hash part at a time."""
+    if not plan.rows:
+        return {}
+    validate = runner.group("rows", plan.rows)
+    cols = {i: columns_of(runner.doc["expectations"][i].get("kwargs", {})) for i in plan.rows}
+    tallies = {i: MapTally(limit=_PARTIAL_UNEXPECTED_COUNT, shown=MAX_EXAMPLES,
+                           describe_row=functools.partial(row_values, cols=cols[i]))
+               for i in plan.rows}
+    wanted = dict.fromkeys([*ID_COLUMNS, "rating", *(c for i in plan.rows for c in cols[i])])
+    with tempfile.TemporaryDirectory(prefix=".factorflow-validate-", dir=_scratch(path)) as tmp:
+        files = partition_parquet(
+            path, tmp, columns=[c for c in wanted if c in columns],
+            key=[c for c in plan.key if c in columns], n_parts=max(1, -(-n_rows // batch_rows)),
+            on_rows=Progress("validate: rows partitioned", n_rows, log).update)
+        checked, done = Progress("validate: rows checked", n_rows, log), 0
+        for file in files:
+            frame = frame_of(read_part(file))
+            file.unlink()  # the disk holds at most one copy of the table
+            for i, res in validate(frame):
+                tallies[i].add(res, frame)
+            done += len(frame)
+            checked.update(done)
+    return {i: tally.outcome() for i, tally in tallies.items()}
 
 
-def _examples(etype: str, cols: list[str], r: dict[str, Any], df: pd.DataFrame) -> list[dict]:
-    if etype == "expect_compound_columns_to_be_unique":
-        # Distinct pairs; the count is exact only if GX returned every bad row.
-        exact = r.get("unexpected_count") == len(r.get("partial_unexpected_list") or [])
-        pairs = []
-        for entry in (r.get("partial_unexpected_counts") or [])[:MAX_EXAMPLES]:
-            pair = {"duplicate": dict(zip(cols, _plain(list(entry["value"]))))}
-            if exact:
-                pair["rows"] = int(entry["count"])
-            pairs.append(pair)
-        return pairs
-    index = (r.get("partial_unexpected_index_list") or [])[:MAX_EXAMPLES]
-    if index and all(isinstance(i, numbers.Integral) for i in index):
-        shown = [c for c in dict.fromkeys([*ID_COLUMNS, "rating", *cols]) if c in df.columns]
-        # Cell by cell: a row Series would upcast integer ids to float.
-        return [{"row": int(i), **{c: _plain(df.at[i, c]) for c in shown}} for i in index]
-    # GX gave no row indices: fall back to the bare values it did give.
-    return [{"value": _plain(v)} for v in (r.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]]
+def _columns(path: str | Path) -> list[str]:
+    """The table's columns, from the footer (a pandas index stored as a column is not one)."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    index = (schema.pandas_metadata or {}).get("index_columns", [])
+    return [name for name in schema.names if name not in index]
 
 
-def _format_example(example: dict[str, Any]) -> str:
-    if "duplicate" in example:
-        pair = ", ".join(f"{k}={v!r}" for k, v in example["duplicate"].items())
-        rows = f" ({example['rows']} rows)" if "rows" in example else ""
-        return f"duplicated pair: {pair}{rows}"
-    if "row" in example:
-        rest = ", ".join(f"{k}={v!r}" for k, v in example.items() if k != "row")
-        return f"row {example['row']}: {rest}"
-    return f"value: {example['value']!r}"
-
-
-def _exception_messages(info: Any) -> list[str]:
-    # exception_info is either one flat dict or a dict of them keyed by metric id.
-    if not isinstance(info, dict):
-        return []
-    entries = [info] if "raised_exception" in info else list(info.values())
-    return [
-        str(e.get("exception_message"))
-        for e in entries
-        if isinstance(e, dict) and (e.get("raised_exception") or e.get("exception_message"))
-    ]
-
-
-def _plain(value: Any) -> Any:
-    """``value`` made JSON-safe: numpy scalars unwrapped, NA/NaN -> None, dates -> ISO."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None  # np.float64 -> float
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy scalar
-        return _plain(value.item())
-    import pandas as pd
-
-    if value is pd.NA or value is pd.NaT:
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
+def _scratch(path: str | Path) -> str | None:
+    """Beside the ratings (the artifacts' disk, not a RAM-backed /tmp) when writable."""
+    folder = Path(path).resolve().parent
+    return str(folder) if os.access(folder, os.W_OK) else None

@@ -8,10 +8,16 @@ the ids exactly as the warehouse gave them.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
+
+from factorflow.progress import Progress
+from factorflow.split import split_mask  # public here too: factorflow.ids imports it from here
+
+logger = logging.getLogger(__name__)
 
 TRAIN_FILE = "train.npz"
 VALID_FILE = "valid.npz"
@@ -21,6 +27,10 @@ SUMMARY_FILE = "matrix.json"
 
 #: Users with fewer ratings are kept whole in train by the validation split.
 MIN_USER_RATINGS = 5
+#: Rows read and encoded at a time (one progress update each).
+ENCODE_ROWS = 1_000_000
+#: About how many ratings are sorted at a time (one progress update each).
+SORT_ROWS = 2_000_000
 
 
 class Triplets(NamedTuple):
@@ -103,13 +113,18 @@ def build_matrices(
     valid_fraction: float = 0.1,
     min_user_ratings: int = MIN_USER_RATINGS,
     seed: int = 0,
+    log: Callable[[str], None] = logger.info,
 ) -> dict[str, Any]:
-    """Map ids, split train/validation and write the matrix artifacts.
+    """Map ids, split train/validation and write the matrix artifacts, in bounded memory.
 
     Every user with at least ``min_user_ratings`` ratings has
     ``floor(valid_fraction * n_u)`` of them (chosen by a seeded shuffle) moved to
     validation; the rest, and all ratings of lighter users, stay in train, so
     every user keeps at least one training rating.
+
+    Memory holds the id maps (users + items) and the ratings at 12 bytes each
+    (user and item index, value), about 30 bytes a rating at the peak while
+    sorting; never the table's other columns, nor a copy of the table.
 
     Args:
         ratings_path: Parquet file with columns ``user_id, item_id, rating``.
@@ -118,12 +133,15 @@ def build_matrices(
         valid_fraction: share of each eligible user's ratings held out, in [0, 1).
         min_user_ratings: users with fewer ratings are kept whole in train.
         seed: seed of the split.
+        log: where progress lines go (rows done / total, rate, ETA).
 
     Returns:
         A small JSON-safe summary: counts and artifact paths.
-    """
-    import polars as pl
 
+    Raises:
+        ValueError: a setting is out of range, the file has no ratings, or an
+            id is null (the validate stage reports those).
+    """
     if not 0.0 <= valid_fraction < 1.0:
         raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
     if min_user_ratings < 2:
@@ -131,40 +149,26 @@ def build_matrices(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    ratings = (
-        pl.scan_parquet(ratings_path)
-        .select("user_id", "item_id", pl.col("rating").cast(pl.Float32))
-        .with_columns(
-            pl.col("user_id").rank("dense").cast(pl.Int32).sub(1).alias("u"),
-            pl.col("item_id").rank("dense").cast(pl.Int32).sub(1).alias("i"),
-        )
-        .sort("u", "i")
-        .collect()
-    )
-    if ratings.height == 0:
-        raise ValueError(f"no ratings in {ratings_path}")
-    users = ratings.select("u", "user_id").unique("u").sort("u")
-    items = ratings.select("i", "item_id").unique("i").sort("i")
-    users.rename({"u": "user_index"}).write_parquet(out / USERS_FILE)
-    items.rename({"i": "item_index"}).write_parquet(out / ITEMS_FILE)
-
-    u = ratings["u"].to_numpy()
-    i = ratings["i"].to_numpy()
-    r = ratings["rating"].to_numpy()
-    is_valid = split_mask(u, len(users), valid_fraction, min_user_ratings, seed)
-    train = Triplets(u[~is_valid], i[~is_valid], r[~is_valid])
-    valid = Triplets(u[is_valid], i[is_valid], r[is_valid])
-    train.save(out / TRAIN_FILE)
-    valid.save(out / VALID_FILE)
+    user_ids, item_ids = _id_maps(ratings_path)
+    _write_ids(user_ids, "user_index", out / USERS_FILE)
+    _write_ids(item_ids, "item_index", out / ITEMS_FILE)
+    u, i, r = _sorted_triplets(ratings_path, user_ids, item_ids, log)
+    splitting = Progress("build: rows split", len(r), log)
+    is_valid = split_mask(u, len(user_ids), valid_fraction, min_user_ratings, seed,
+                          on_rows=splitting.update)
+    n_valid = int(is_valid.sum())
+    Triplets(u[is_valid], i[is_valid], r[is_valid]).save(out / VALID_FILE)
+    is_train = np.logical_not(is_valid, out=is_valid)
+    Triplets(u[is_train], i[is_train], r[is_train]).save(out / TRAIN_FILE)
 
     summary = {
         "matrix_dir": str(out),
-        "n_users": len(users),
-        "n_items": len(items),
-        "n_ratings": ratings.height,
-        "n_train": len(train),
-        "n_valid": len(valid),
-        "density": ratings.height / (len(users) * len(items)),
+        "n_users": len(user_ids),
+        "n_items": len(item_ids),
+        "n_ratings": len(r),
+        "n_train": len(r) - n_valid,
+        "n_valid": n_valid,
+        "density": len(r) / (len(user_ids) * len(item_ids)),
         "rating_mean": float(r.mean()),
         "rating_min": float(r.min()),
         "rating_max": float(r.max()),
@@ -175,24 +179,89 @@ def build_matrices(
     return summary
 
 
-def split_mask(
-    users: np.ndarray, n_users: int, fraction: float, min_ratings: int, seed: int
-) -> np.ndarray:
-    """``[n]`` bool: which of ``[n]`` ratings (by user index) go to validation.
+def _id_maps(ratings_path: str | Path) -> tuple[Any, Any]:
+    """The sorted distinct user and item ids (polars Series): position = index."""
+    import polars as pl
 
-    Each user with at least ``min_ratings`` ratings has ``floor(fraction * n_u)``
-    of them, chosen by a seeded shuffle, held out; lighter users stay whole.
+    scan = pl.scan_parquet(ratings_path)
+    found = pl.collect_all([scan.select(pl.col(c).unique().sort()) for c in ("user_id", "item_id")],
+                           engine="streaming")
+    user_ids, item_ids = (frame.to_series() for frame in found)
+    if user_ids.len() == 0:
+        raise ValueError(f"no ratings in {ratings_path}")
+    for ids in (user_ids, item_ids):
+        if ids.null_count():
+            raise ValueError(f"null {ids.name} in {ratings_path}: run the validate stage, "
+                             "which names the rows")
+    return user_ids, item_ids
+
+
+def _write_ids(ids: Any, index_name: str, path: Path) -> None:
+    """``[index_name (int32), id]`` rows: the id of each index."""
+    import polars as pl
+
+    index = pl.int_range(pl.len(), dtype=pl.Int32).alias(index_name)
+    ids.to_frame().select(index, ids.name).write_parquet(path)
+
+
+def _encode(ratings_path: str | Path, user_ids: Any, item_ids: Any,
+            log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
+    """``([n] int64 user_index * n_items + item_index, [n] float32 rating)``, in file order.
+
+    The file is read ``ENCODE_ROWS`` rows at a time, so nothing but the two
+    output arrays grows with it.
     """
-    counts = np.bincount(users, minlength=n_users)
-    n_valid = np.where(counts >= min_ratings, np.floor(fraction * counts), 0).astype(np.int64)
-    # Rank each rating inside its user's block by a seeded random key: the
-    # ratings with the lowest n_valid[u] ranks are held out.
-    keys = np.random.default_rng(seed).random(users.shape[0])
-    order = np.lexsort((keys, users))
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    rank_in_user = np.empty_like(order)
-    rank_in_user[order] = np.arange(order.shape[0]) - np.repeat(starts, counts)
-    return rank_in_user < n_valid[users]
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    user_index = pl.int_range(user_ids.len(), dtype=pl.Int64, eager=True)
+    item_index = pl.int_range(item_ids.len(), dtype=pl.Int64, eager=True)
+    key = (pl.col("user_id").replace_strict(user_ids, user_index) * item_ids.len()
+           + pl.col("item_id").replace_strict(item_ids, item_index))
+    n = pq.read_metadata(ratings_path).num_rows
+    keys, ratings = np.empty(n, np.int64), np.empty(n, np.float32)
+    encoded, done = Progress("build: rows encoded", n, log), 0
+    # pre_buffer=False: the pre-buffered reader keeps what it read until closed.
+    with pq.ParquetFile(ratings_path, pre_buffer=False) as source:
+        for batch in source.iter_batches(batch_size=ENCODE_ROWS,
+                                         columns=["user_id", "item_id", "rating"]):
+            part = pl.from_arrow(batch).select(key, pl.col("rating").cast(pl.Float32))
+            keys[done:done + part.height] = part.to_series(0).to_numpy()
+            ratings[done:done + part.height] = part.to_series(1).to_numpy()
+            done += part.height
+            encoded.update(done)
+    return keys, ratings
+
+
+def _sorted_triplets(ratings_path: str | Path, user_ids: Any, item_ids: Any,
+                     log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[n]`` int32 users, int32 items, float32 ratings, sorted by (user, item).
+
+    The ratings are first grouped by ranges of (user, item) keys (a radix sort
+    of small range numbers), then each range is sorted: faster than one
+    argsort, and a progress line a range. Each step drops the arrays it
+    replaces (these names hold the only references): about 30 bytes a rating
+    at the peak.
+    """
+    n_items = item_ids.len()
+    keys, ratings = _encode(ratings_path, user_ids, item_ids, log)
+    n_ranges = min(max(1, -(-len(keys) // SORT_ROWS)), 1 << 16)
+    width = int(keys.max(initial=0)) // n_ranges + 1
+    in_range = (keys // width).astype(np.min_scalar_type(n_ranges - 1))
+    stops = np.cumsum(np.bincount(in_range, minlength=n_ranges))
+    order = np.argsort(in_range, kind="stable")  # radix sort: 8 or 16-bit range numbers
+    del in_range
+    keys, ratings = keys[order], ratings[order]
+    del order
+    progress = Progress("build: rows sorted", len(keys), log)
+    for start, stop in zip([0, *stops[:-1]], stops):
+        within = np.argsort(keys[start:stop])
+        keys[start:stop] = keys[start:stop][within]
+        ratings[start:stop] = ratings[start:stop][within]
+        progress.update(int(stop))
+    items = (keys % n_items).astype(np.int32)
+    keys //= n_items  # in place: now the user indices
+    return keys.astype(np.int32), items, ratings
 
 
 class MatrixArtifacts(NamedTuple):

@@ -232,7 +232,8 @@ def test_no_progress_bars_on_stdout_or_stderr(clean_file, tmp_path, capfd):
 
 def test_no_gx_chatter_in_a_fresh_process_logging_at_info(clean_file):
     # A fresh interpreter, so GX is imported here with root logging at INFO (as
-    # in an Airflow task); nothing from GX or tqdm may reach the log.
+    # in an Airflow task); nothing from GX or tqdm may reach the log, only the
+    # stage's own progress lines.
     proc = run_python(
         "import logging; logging.basicConfig(level=logging.INFO)\n"
         "from factorflow.checks import validate_ratings\n"
@@ -240,4 +241,154 @@ def test_no_gx_chatter_in_a_fresh_process_logging_at_info(clean_file):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True"
-    assert proc.stderr == ""
+    assert proc.stderr.splitlines() == [
+        "INFO:factorflow.checks:validate: rows partitioned 6 / 6 (100.0%) in 0 s",
+        "INFO:factorflow.checks:validate: rows checked 6 / 6 (100.0%) in 0 s",
+    ]
+
+
+# --- batches: the table partitioned, each part validated by GX, results added up ---
+
+
+def dirty_table(n: int = 50) -> dict:
+    """Every kind of failure, spread over the table; duplicates far apart."""
+    users = [i // 3 for i in range(n)]
+    items = [i % 3 for i in range(n)]
+    users[-1], items[-1] = users[0], items[0]  # first and last rows: one pair
+    users[30], items[30] = users[20], items[20]  # and another
+    ratings = [1.0 + (i % 5) for i in range(n)]
+    for row, value in {7: None, 13: float("nan"), 26: 9.0, 41: float("inf"), 45: 0.5,
+                       47: -float("inf")}.items():
+        ratings[row] = value
+    user_ids = pa.array([None if i in (11, 43) else u for i, u in enumerate(users)], pa.int64())
+    item_ids = pa.array([None if i == 38 else v for i, v in enumerate(items)], pa.int64())
+    return {"user_id": user_ids, "item_id": item_ids, "rating": pa.array(ratings, pa.float32())}
+
+
+def run_failures(path: Path, **kwargs) -> RatingsValidationError:
+    with pytest.raises(RatingsValidationError) as exc:
+        validate_ratings(path, **SCALE, **kwargs)
+    return exc.value
+
+
+@pytest.fixture
+def parts_seen(monkeypatch) -> list[int]:
+    """How many parts each validation split its table into."""
+    import factorflow.checks as checks
+
+    seen: list[int] = []
+    real = checks.partition_parquet
+
+    def spy(*args, **kwargs):
+        files = real(*args, **kwargs)
+        seen.append(len(files))
+        return files
+
+    monkeypatch.setattr(checks, "partition_parquet", spy)
+    return seen
+
+
+def test_batches_report_what_one_batch_reports(tmp_path, parts_seen):
+    path = write(tmp_path / "dirty.parquet", **dirty_table())
+    whole = run_failures(path, batch_rows=10**9)
+    parts = run_failures(path, batch_rows=7)
+    assert parts_seen[0] == 1 and parts_seen[1] >= 5  # 50 rows in parts of about 7, ragged
+    assert parts.failures == whole.failures
+    assert parts.report == whole.report
+
+
+def test_batched_counts_and_rows_are_the_whole_tables(tmp_path):
+    path = write(tmp_path / "dirty.parquet", **dirty_table())
+    err = run_failures(path, batch_rows=7)
+    assert failure(err, "expect_column_values_to_not_be_null", "user_id")["unexpected_count"] == 2
+    assert failure(err, "expect_column_values_to_not_be_null", "item_id")["unexpected_count"] == 1
+    nulls = failure(err, "expect_column_values_to_not_be_null", "rating")
+    assert nulls["unexpected_count"] == 2  # None and NaN
+    assert [e["row"] for e in nulls["examples"]] == [7, 13]
+    scale = failure(err, "expect_column_values_to_be_between", "rating")
+    assert scale["unexpected_count"] == 4  # 9.0, inf, 0.5, -inf
+    assert [e["row"] for e in scale["examples"]] == [26, 41, 45, 47]
+    assert scale["unexpected_percent"] == pytest.approx(100 * 4 / 50)
+    # The table's row number, though parts hold about 7 rows.
+    assert "row 45: user_id=15, item_id=0, rating=0.5" in err.report
+    unique = failure(err, "expect_compound_columns_to_be_unique")
+    assert unique["unexpected_count"] == 4
+    assert {"duplicate": {"user_id": 0, "item_id": 0}, "rows": 2} in unique["examples"]
+    assert {"duplicate": {"user_id": 6, "item_id": 2}, "rows": 2} in unique["examples"]
+
+
+def test_many_duplicates_keep_their_order_and_exact_counts(tmp_path):
+    # 30 duplicated rows (more than GX lists): counts per pair are then not
+    # shown, and the pairs named are those of the table's first offending rows.
+    n = 60
+    path = write(tmp_path / "dups.parquet", user_id=pa.array([i % 15 for i in range(n)], pa.int64()),
+                 item_id=pa.array([(i % 15) % 4 + (i >= 30) * 10 for i in range(n)], pa.int64()),
+                 rating=[3.0] * n)
+    assert run_failures(path, batch_rows=4).failures == run_failures(path, batch_rows=n).failures
+
+
+@pytest.mark.parametrize("change", ["text_ratings", "string_ids", "no_item_id", "no_rows"])
+def test_batches_keep_the_behaviour_of_one_batch(tmp_path, change):
+    cols = clean_columns(12)
+    if change == "text_ratings":
+        cols["rating"] = pa.array(["1", "2", "x"] * 4)
+    elif change == "string_ids":
+        cols["user_id"] = pa.array([f"u{i % 4}" if i != 5 else None for i in range(12)])
+        cols["item_id"] = pa.array([f"i{i % 2}" for i in range(12)])
+    elif change == "no_item_id":
+        del cols["item_id"]
+    else:
+        cols = {k: v.slice(0, 0) for k, v in cols.items()}
+    path = write(tmp_path / "r.parquet", **cols)
+    whole = run_failures(path, batch_rows=10**9, min_rows=1)
+    assert run_failures(path, batch_rows=5, min_rows=1).report == whole.report
+    if change == "text_ratings":
+        f = failure(whole, "expect_column_values_to_be_between", "rating")
+        assert f["error"].startswith("could not be evaluated: ")
+    if change == "no_rows":
+        assert [f["expectation"] for f in whole.failures] == ["expect_table_row_count_to_be_between"]
+
+
+def test_mostly_is_judged_on_the_whole_table(tmp_path):
+    doc = json.loads(expectation_suite_path("ratings.json").read_text())
+    between = next(e for e in doc["expectations"] if e["type"] == "expect_column_values_to_be_between")
+    between["kwargs"]["mostly"] = 0.9
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps(doc))
+    cols = clean_columns(20)
+    cols["rating"] = pa.array([9.0 if i in (2, 15) else 3.0 for i in range(20)], pa.float32())
+    path = write(tmp_path / "r.parquet", **cols)  # 2 of 20 bad: 90% good, passes
+    assert validate_ratings(path, **SCALE, suite_path=suite, batch_rows=3)["success"] is True
+    cols["rating"] = pa.array([9.0 if i in (2, 15, 16) else 3.0 for i in range(20)], pa.float32())
+    path = write(tmp_path / "r.parquet", **cols)  # 85%: fails, though most parts pass
+    err = run_failures(path, suite_path=suite, batch_rows=3)
+    assert failure(err, "expect_column_values_to_be_between")["unexpected_count"] == 3
+
+
+def test_expectations_batches_cannot_answer_are_refused(tmp_path, clean_file):
+    doc = json.loads(expectation_suite_path("ratings.json").read_text())
+    doc["expectations"].append({"type": "expect_column_mean_to_be_between",
+                                "kwargs": {"column": "rating", "min_value": 1}})
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="expect_column_mean_to_be_between .* cannot be checked"):
+        validate_ratings(clean_file, **SCALE, suite_path=suite)
+
+
+def test_progress_lines_go_to_log(clean_file):
+    lines: list[str] = []
+    validate_ratings(clean_file, **SCALE, batch_rows=2, log=lines.append)
+    assert lines == ["validate: rows partitioned 6 / 6 (100.0%) in 0 s",
+                     "validate: rows checked 6 / 6 (100.0%) in 0 s"]
+
+
+@pytest.mark.parametrize("batch_rows", [0, -5, 2.5, True])
+def test_batch_rows_must_be_a_positive_integer(clean_file, batch_rows):
+    with pytest.raises(ValueError, match="batch_rows"):
+        validate_ratings(clean_file, **SCALE, batch_rows=batch_rows)
+
+
+def test_no_scratch_files_are_left(tmp_path):
+    path = write(tmp_path / "dirty.parquet", **dirty_table())
+    run_failures(path, batch_rows=7)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dirty.parquet"]

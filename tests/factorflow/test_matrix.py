@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from factorflow.matrix import Triplets, build_matrices, load_matrices, to_dense
+from factorflow.matrix import Triplets, build_matrices, load_matrices, split_mask, to_dense
 
 pytestmark = pytest.mark.unit
 
@@ -98,3 +98,100 @@ def test_triplets_replace_keeps_the_other_fields():
                  np.array([1.0, 2.0, 3.0], np.float32))
     r = t._replace(ratings=t.ratings * 2)
     assert len(r) == 3 and r.users is t.users and r.ratings.tolist() == [2.0, 4.0, 6.0]
+
+
+def reference_split(users: np.ndarray, n_users: int, fraction: float, min_ratings: int,
+                    seed: int) -> np.ndarray:
+    """The split as first written: one lexsort of (user, seeded key) over every rating."""
+    counts = np.bincount(users, minlength=n_users)
+    n_valid = np.where(counts >= min_ratings, np.floor(fraction * counts), 0).astype(np.int64)
+    keys = np.random.default_rng(seed).random(users.shape[0])
+    order = np.lexsort((keys, users))
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank_in_user = np.empty_like(order)
+    rank_in_user[order] = np.arange(order.shape[0]) - np.repeat(starts, counts)
+    return rank_in_user < n_valid[users]
+
+
+@pytest.fixture
+def small_steps(monkeypatch):
+    """Encode, sort and split a few rows at a time."""
+    import factorflow.matrix as matrix
+    import factorflow.split as split
+
+    monkeypatch.setattr(matrix, "ENCODE_ROWS", 7)
+    monkeypatch.setattr(matrix, "SORT_ROWS", 9)
+    monkeypatch.setattr(split, "SPLIT_ROWS", 10)
+
+
+class TestBoundedBuild:
+    def test_same_artifacts_as_one_pass(self, tmp_path, small_steps):
+        rng = np.random.default_rng(5)
+        pairs = rng.permutation([(u, i) for u in range(30) for i in range(12) if (u * i) % 5])
+        users = [f"user-{u:02d}" for u in pairs[:, 0]]
+        items = pairs[:, 1].astype(np.int64) * 1000
+        ratings = rng.integers(1, 6, len(pairs)).astype(np.float32)
+        build_matrices(_write(tmp_path, users, items, ratings), tmp_path / "m", seed=2)
+        got = load_matrices(tmp_path / "m")
+        # One pass: sorted ids, triplets sorted by (user, item), the lexsort split.
+        user_ids, u = np.unique(users, return_inverse=True)
+        item_ids, i = np.unique(items, return_inverse=True)
+        order = np.lexsort((i, u))
+        u, i, r = u[order].astype(np.int32), i[order].astype(np.int32), ratings[order]
+        held = reference_split(u, len(user_ids), 0.1, 5, 2)
+        assert got.user_ids.to_list() == user_ids.tolist()
+        assert got.item_ids.to_list() == item_ids.tolist()
+        for part, mask in ((got.train, ~held), (got.valid, held)):
+            for field, want in zip(part, (u[mask], i[mask], r[mask])):
+                np.testing.assert_array_equal(field, want)
+                assert field.dtype == want.dtype
+
+    def test_id_files_keep_their_schema(self, small_ratings_parquet, tmp_path):
+        build_matrices(small_ratings_parquet, tmp_path)
+        users = pl.read_parquet(tmp_path / "users.parquet")
+        assert users.columns == ["user_index", "user_id"]
+        assert users["user_index"].dtype == pl.Int32
+        assert users["user_index"].to_list() == list(range(users.height))
+
+    def test_progress_lines_go_to_log(self, tmp_path, small_steps):
+        path = _write(tmp_path, [1, 2, 3] * 8, list(range(24)), [3.0] * 24)
+        lines: list[str] = []
+        build_matrices(path, tmp_path / "m", log=lines.append)
+        assert lines == ["build: rows encoded 24 / 24 (100.0%) in 0 s",
+                         "build: rows sorted 24 / 24 (100.0%) in 0 s",
+                         "build: rows split 24 / 24 (100.0%) in 0 s"]
+
+    @pytest.mark.parametrize("column", ["user_id", "item_id"])
+    def test_null_ids_are_named(self, tmp_path, column):
+        ids = {"user_id": [1, 2, 3], "item_id": [4, 5, 6]}
+        ids[column] = [1, None, 3]
+        path = _write(tmp_path, ids["user_id"], ids["item_id"], [1.0, 2.0, 3.0])
+        with pytest.raises(ValueError, match=f"null {column} in .*validate"):
+            build_matrices(path, tmp_path / "m")
+
+
+class TestSplitMask:
+    def test_blocks_of_users_hold_out_what_one_lexsort_does(self, small_steps):
+        counts = np.random.default_rng(1).integers(1, 30, 40)
+        users = np.repeat(np.arange(40), counts).astype(np.int32)  # sorted, many blocks
+        for seed in range(3):
+            np.testing.assert_array_equal(split_mask(users, 40, 0.3, 5, seed),
+                                          reference_split(users, 40, 0.3, 5, seed))
+
+    def test_unsorted_users(self, small_steps):
+        users = np.random.default_rng(2).integers(0, 25, 300).astype(np.int32)
+        np.testing.assert_array_equal(split_mask(users, 25, 0.2, 3, 7),
+                                      reference_split(users, 25, 0.2, 3, 7))
+
+    def test_progress_after_each_block(self, small_steps):
+        users = np.repeat(np.arange(10), 4).astype(np.int32)
+        done: list[int] = []
+        split_mask(users, 10, 0.25, 2, 0, on_rows=done.append)
+        assert done == [12, 20, 32, 40]  # at the first user end from each multiple of 10
+
+    def test_ties_rank_by_position(self):
+        from factorflow.split import _rank_in_user
+
+        users = np.array([0, 0, 0, 1, 1], np.int32)
+        keys = np.array([0.5, 0.1, 0.5, 0.2, 0.2])
+        assert _rank_in_user(users, keys).tolist() == [1, 0, 2, 0, 1]

@@ -8,9 +8,14 @@ WHERE user_id = $user_id AND rank <= $n
 ORDER BY rank
 
 -- name: score_pair
--- The current model's score for any (user, item) pair, in SQL: the same number
--- the model itself predicts (mean + biases + dot product of the factors).
-SELECT m.global_mean + u.bias + i.bias + list_dot_product(u.factors, i.factors) AS score
+-- The current model's score for any (user, item) pair, in SQL: the model's own
+-- prediction (mean + biases + dot product of the factors) clipped to the run's
+-- rating scale, as the published top-N scores are (ranked unclipped, then
+-- clipped). The scale is the run's rating_min / rating_max params; where the
+-- run recorded none, LEAST/GREATEST skip the NULL and the score is unclipped.
+SELECT LEAST(GREATEST(m.global_mean + u.bias + i.bias + list_dot_product(u.factors, i.factors),
+                      TRY_CAST(m.params->>'rating_min' AS DOUBLE)),
+             TRY_CAST(m.params->>'rating_max' AS DOUBLE)) AS score
 FROM {schema}.current_model m
 JOIN {schema}.current_user_factors u ON u.user_id = $user_id
 JOIN {schema}.current_item_factors i ON i.item_id = $item_id

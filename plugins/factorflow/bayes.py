@@ -41,7 +41,13 @@ Published model: the average over the kept samples ``s = 1..S`` of
 ``mean + b_u^s + c_i^s + <p_u^s, q_i^s>`` is exactly one :class:`FactorParams`
 of rank ``S * rank``: ``user_factors = concat_s(p^s) / sqrt(S)``,
 ``item_factors = concat_s(q^s) / sqrt(S)``, biases averaged (see
-:func:`factorflow.averaging.average_samples`). Per-sample clipping cannot be
+:func:`factorflow.averaging.average_samples`). Its factor part is then cut to
+the best rank-``k`` approximation keeping ``GibbsConfig.keep_energy`` of its
+energy (:func:`factorflow.averaging.best_rank_factors`): the samples share most
+of their structure, so ``k`` is a small multiple of ``rank``, not ``S * rank``.
+Only the returned model is cut (``on_epoch`` gets it after the last sweep); the
+history's metrics and the earlier ``on_epoch`` calls see the exact average of
+the samples so far. Per-sample clipping cannot be
 represented; with ``GibbsConfig.clip`` the *reported* metrics clip the averaged
 prediction to the training rating range. Users/items in ``[0, n)`` without
 training ratings get zero factors and biases (they predict ``mean +`` the other
@@ -81,6 +87,7 @@ import numpy as np
 
 from factorflow import chunks, hyperpriors, sampling
 from factorflow.averaging import (  # noqa: F401 (kept_stride, kept_sweeps: API)
+    KEEP_ENERGY,
     KeptSamples,
     average_samples,
     kept_stride,
@@ -101,7 +108,7 @@ class GibbsConfig(NamedTuple):
     """Settings of :func:`fit_gibbs` (all JSON-safe).
 
     Attributes:
-        rank: latent factors per sample; the published model has
+        rank: latent factors per sample; the published model has at most
             ``S * rank`` columns for ``S`` kept samples.
         sweeps: Gibbs sweeps (users then items), > ``burn_in``.
         burn_in: leading sweeps whose samples are never kept.
@@ -117,6 +124,9 @@ class GibbsConfig(NamedTuple):
         prior_dof: ``nu0 = rank + 1 + prior_dof``, > -1.
         noise_shape: ``a0`` of the noise-precision Gamma prior.
         noise_rate: ``b0 = noise_rate * var_r`` (Gamma rate).
+        keep_energy: share of the averaged factor part's energy the returned
+            model keeps, in (0, 1]; None returns all ``S * rank`` columns
+            (see :func:`factorflow.averaging.best_rank_factors`).
     """
 
     rank: int = 10
@@ -131,6 +141,7 @@ class GibbsConfig(NamedTuple):
     prior_dof: float = 0.0
     noise_shape: float = 1.0
     noise_rate: float = 1.0
+    keep_energy: float | None = KEEP_ENERGY
 
 
 def _check_config(c: GibbsConfig) -> None:
@@ -145,6 +156,8 @@ def _check_config(c: GibbsConfig) -> None:
     for field in ("latent_scale", "prior_strength", "noise_shape", "noise_rate"):
         if not getattr(c, field) > 0:
             raise ValueError(f"{field} must be > 0, got {getattr(c, field)}")
+    if c.keep_energy is not None and not 0 < c.keep_energy <= 1:
+        raise ValueError(f"keep_energy must be in (0, 1] or None, got {c.keep_energy}")
     if not c.prior_dof > -1:
         raise ValueError(f"prior_dof must be > -1 (Wishart nu0 > rank), got {c.prior_dof}")
 
@@ -198,11 +211,12 @@ def fit_gibbs(
         log: called after every sweep with a progress line.
         on_epoch: called after every sweep with ``(sweep, params)``, the
             averaged model so far (NumPy float32; the current sample alone
-            before the first kept one).
+            before the first kept one; after the last sweep, the returned model).
 
     Returns:
         :class:`FitResult`: ``params`` the final averaged model (factors
-        ``[n, S * rank]``), ``best_epoch = sweeps``, and per sweep ``history``:
+        ``[n, k]``, ``k <= S * rank``: see ``config.keep_energy``),
+        ``best_epoch = sweeps``, and per sweep ``history``:
         ``epoch``, ``seconds`` (since the call, compiling included, time in
         ``on_epoch`` excluded), ``train_loss`` (mean ``loss`` of the averaged
         model on train, i.e. train RMSE² for squared error), ``train_rmse``,
@@ -279,11 +293,11 @@ def fit_gibbs(
                        (np.zeros(n_obs, np.float32), np.zeros(n_valid, np.float32),
                         np.float32(0)), config.max_samples)
 
-    def averaged(current):
+    def averaged(current, keep_energy=None):
         samples = kept.samples() or [current]
         return average_samples(mean, np.stack([np.asarray(a)[:n_users] for a, _ in samples]),
                                np.stack([np.asarray(b)[:n_items] for _, b in samples]),
-                               mask_u, mask_i)
+                               mask_u, mask_i, keep_energy=keep_energy)
 
     def draws(s):
         """Side ``s``'s row prior ``(Lam, Lam m)`` and normals: they need only its
@@ -293,7 +307,7 @@ def fit_gibbs(
         return (lam.astype(np.float32), (lam @ m).astype(np.float32),
                 rng.standard_normal(noise_shapes[s], np.float32))
 
-    stats, paused = (math.nan,) * 3, 0.0
+    stats, paused, published = (math.nan,) * 3, 0.0, None
     ahead = draws(0)
     for t in range(1, sweeps + 1):
         t0 = time.perf_counter()
@@ -329,10 +343,14 @@ def fit_gibbs(
                             samples=len(kept.rows), noise_std=alpha ** -0.5))
         if on_epoch is not None:  # the caller's evaluation: not the fit's time
             t1 = time.perf_counter()
-            on_epoch(t, averaged(current))
+            if t == sweeps:  # the last sweep's model is the returned one, cut
+                published = averaged(current, config.keep_energy)
+            on_epoch(t, published if t == sweeps else averaged(current))
             paused += time.perf_counter() - t1
         if log is not None:
             shown = "n/a" if valid_rmse is None else f"{valid_rmse:.4f}"
             log(f"sweep {t}/{sweeps}: train RMSE {math.sqrt(mse):.4f}, valid RMSE {shown} "
                 f"(averaged model, {len(kept.rows)} samples), {rate:,.0f} ratings/s")
-    return FitResult(averaged(None), history, sweeps, time.perf_counter() - start)
+    if published is None:
+        published = averaged(None, config.keep_energy)
+    return FitResult(published, history, sweeps, time.perf_counter() - start)

@@ -1,16 +1,18 @@
 """Rating-prediction and ranking metrics, and a bias-only baseline to beat.
 
 Plain NumPy: these run on results already pulled off the accelerator and are
-cheap next to training.
+cheap next to training. :func:`chunked_metrics` scores a split a chunk at a
+time, so a split of any size needs only one chunk's predictions in memory.
 """
 
 from __future__ import annotations
 
-from typing import Collection, NamedTuple, Sequence
+from typing import Callable, Collection, NamedTuple, Sequence
 
 import numpy as np
 
 from factorflow.matrix import Triplets
+from factorflow.memory import spans
 
 
 def _pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +43,43 @@ def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict:
     """``{"rmse": float, "mae": float, "n": int}`` of ``[n]`` predictions."""
     p, t = _pair(pred, target)
     return {"rmse": rmse(p, t), "mae": mae(p, t), "n": int(p.size)}
+
+
+def chunked_metrics(
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    data: Triplets,
+    *,
+    chunk_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """:func:`regression_metrics` of ``predict`` on ``data``, a chunk of ratings at a time.
+
+    The squared and absolute errors are summed in float64 chunk by chunk, so
+    memory holds one chunk's predictions however large the split; the result
+    equals :func:`regression_metrics` on the whole split up to float64 rounding.
+
+    Args:
+        predict: ``predict(users [c], items [c]) -> [c]`` predictions.
+        data: the ratings to score (at least one).
+        chunk_size: ratings per ``predict`` call, >= 1.
+        progress: called after each chunk with the number of ratings done.
+
+    Returns:
+        ``{"rmse": float, "mae": float, "n": int}``.
+    """
+    if len(data) == 0:
+        raise ValueError("no predictions to score")
+    squared = absolute = 0.0
+    for start, stop in spans(len(data), chunk_size):
+        p, t = _pair(predict(data.users[start:stop], data.items[start:stop]),
+                     data.ratings[start:stop])
+        error = p - t
+        squared += float(np.square(error).sum())
+        absolute += float(np.abs(error).sum())
+        if progress is not None:
+            progress(stop)
+    n = len(data)
+    return {"rmse": float(np.sqrt(squared / n)), "mae": absolute / n, "n": n}
 
 
 class BaselineParams(NamedTuple):

@@ -1,8 +1,10 @@
 """A trained factor model: predict, recommend, save and load.
 
 Parameters live as NumPy arrays (cheap to pickle-free save, inspect, ship);
-scoring runs through JAX on whatever device is default. Scoring calls are
-padded to a few fixed shapes (powers of two), so repeated calls reuse the
+scoring runs through JAX on whatever device is default. Scoring runs in
+chunks sized from one working-set budget (:mod:`factorflow.memory`), so it
+needs the model plus a fixed scratch space however many ratings or users are
+scored; each call is padded to a power of two, so repeated calls reuse a few
 compiled programs instead of compiling one per request size.
 
 Whatever the model was trained with (biases off, non-negative factors, a
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import json
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from factorflow import training
 from factorflow.matrix import Triplets
+from factorflow.memory import ratings_per_chunk, spans, users_per_batch
 from factorflow.training import FactorParams, FitResult, TrainConfig
 
 FORMAT_VERSION = 1
@@ -38,6 +41,21 @@ def _padded_size(n: int, cap: int | None = None) -> int:
     """``n`` rounded up to a power of two (at most ``cap``): few distinct shapes."""
     size = 1 << max(n - 1, 0).bit_length()
     return size if cap is None else min(cap, size)
+
+
+def _predict_padded(params: FactorParams, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Predictions ``[n]`` float32 of ``[n]`` int32 ids, scored as one padded call."""
+    n = users.shape[0]
+    padded = np.zeros((2, _padded_size(n)), np.int32)
+    padded[0, :n], padded[1, :n] = users, items
+    return np.asarray(_predict(params, padded[0], padded[1]), np.float32)[:n]
+
+
+def _check_scale(clip: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = (float(v) for v in clip)
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+        raise ValueError(f"clip must be a finite (min, max) with min <= max, got {clip}")
+    return lo, hi
 
 
 @partial(jax.jit, static_argnames=("k",))
@@ -143,8 +161,18 @@ class FactorModel:
         if ids.size and (ids.min() < 0 or ids.max() >= limit):
             raise ValueError(f"{name} range [{ids.min()}, {ids.max()}] outside [0, {limit})")
 
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Predicted ratings ``[n]`` float32 for ``[n]`` user and item indices."""
+    def predict(self, users: np.ndarray, items: np.ndarray, *,
+                chunk_size: int | None = None) -> np.ndarray:
+        """Predicted ratings ``[n]`` float32 for ``[n]`` user and item indices.
+
+        Args:
+            users: ``[n]`` user indices.
+            items: ``[n]`` item indices.
+            chunk_size: ratings scored per compiled call (default
+                :func:`factorflow.memory.ratings_per_chunk` of the model's width):
+                scoring holds one chunk's ``[chunk, width]`` gathers, never all
+                ``n`` at once.
+        """
         users = np.asarray(users, np.int32)
         items = np.asarray(items, np.int32)
         if users.shape != items.shape or users.ndim != 1:
@@ -154,11 +182,12 @@ class FactorModel:
         # JAX clamps out-of-range gathers silently; a wrong id must fail loudly.
         self._check_ids(users, self.n_users, "users")
         self._check_ids(items, self.n_items, "items")
-        n = users.shape[0]
-        size = _padded_size(n)
-        padded = [np.zeros(size, np.int32) for _ in range(2)]
-        padded[0][:n], padded[1][:n] = users, items
-        return np.asarray(_predict(self._on_device(), *padded), np.float32)[:n]
+        size = ratings_per_chunk(self.rank) if chunk_size is None else chunk_size
+        out = np.empty(users.shape[0], np.float32)
+        params = self._on_device()
+        for start, stop in spans(users.shape[0], size):
+            out[start:stop] = _predict_padded(params, users[start:stop], items[start:stop])
+        return out
 
     def recommend(
         self,
@@ -167,7 +196,9 @@ class FactorModel:
         *,
         seen: Triplets | None = None,
         filter_already_liked: bool = True,
-        batch_size: int = 1024,
+        batch_size: int | None = None,
+        clip: tuple[float, float] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``N`` highest-scoring items for each user.
 
@@ -185,6 +216,12 @@ class FactorModel:
             filter_already_liked: exclude ``seen`` items; False ignores ``seen``.
             batch_size: users scored per compiled call; every call gets this many
                 rows (the last batch is padded) so the function compiles once.
+                Default :func:`factorflow.memory.users_per_batch`: a
+                ``[batch, n_items]`` block within the working-set budget.
+            clip: ``(min, max)`` of the rating scale: the returned scores are
+                clipped to it, after ranking by the unclipped scores (so the
+                order is the model's, and a score reads as a rating).
+            progress: called after each batch with the number of users done.
 
         Returns:
             ``(ids [b, N] int32, scores [b, N] float32)``, best first.
@@ -194,9 +231,11 @@ class FactorModel:
             raise ValueError(f"userids must be 1-D, got shape {userids.shape}")
         if N < 1:
             raise ValueError(f"N must be >= 1, got {N}")
+        batch_size = users_per_batch(self.n_items, self.rank) if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._check_ids(userids, self.n_users, "userids")
+        scale = None if clip is None else _check_scale(clip)
         b = userids.shape[0]
         ids = np.full((b, N), -1, np.int32)
         scores = np.full((b, N), -np.inf, np.float32)
@@ -207,21 +246,31 @@ class FactorModel:
         rows = _padded_size(b, batch_size)
         k = min(N, self.n_items)
         seen_index = self._index_seen(seen) if (filter_already_liked and seen is not None) else None
-        params = self._on_device()
-        for start in range(0, b, rows):
-            chunk = userids[start : start + rows]
-            n = chunk.shape[0]
-            padded = np.zeros(rows, np.int32)
-            padded[:n] = chunk
-            exclude = np.zeros((rows, self.n_items), bool)
-            if seen_index is not None:
-                exclude[self._seen_pairs(seen_index, chunk)] = True
-            top_scores, top_ids = _top_k(params, padded, exclude, k=k)
-            scores[start : start + n, :k] = np.asarray(top_scores)[:n]
-            ids[start : start + n, :k] = np.asarray(top_ids)[:n]
+        for start, stop in spans(b, rows):
+            top_ids, top_scores = self._top_batch(userids[start:stop], rows, k, seen_index)
+            ids[start:stop, :k], scores[start:stop, :k] = top_ids, top_scores
+            if progress is not None:
+                progress(stop)
         ids[~np.isfinite(scores)] = -1
         scores[ids < 0] = -np.inf
+        if scale is not None:
+            np.clip(scores, *scale, out=scores, where=ids >= 0)
         return ids, scores
+
+    def _top_batch(self, chunk: np.ndarray, rows: int, k: int, seen_index) -> tuple:
+        """``(ids [n, k], scores [n, k])`` of the ``n <= rows`` users in ``chunk``.
+
+        The call gets ``rows`` users (the tail padded with user 0) and a
+        ``[rows, n_items]`` exclude mask, so every batch reuses one program.
+        """
+        n = chunk.shape[0]
+        padded = np.zeros(rows, np.int32)
+        padded[:n] = chunk
+        exclude = np.zeros((rows, self.n_items), bool)
+        if seen_index is not None:
+            exclude[self._seen_pairs(seen_index, chunk)] = True
+        top_scores, top_ids = _top_k(self._on_device(), padded, exclude, k=k)
+        return np.asarray(top_ids)[:n], np.asarray(top_scores)[:n]
 
     def _index_seen(self, seen: Triplets) -> tuple[np.ndarray, np.ndarray]:
         """``(bounds [n_users + 1], items [n])``: user u saw ``items[bounds[u]:bounds[u+1]]``."""

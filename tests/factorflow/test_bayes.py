@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from factorflow import chunks
+from factorflow.averaging import KEEP_ENERGY, best_rank_factors
 from factorflow.bayes import (
     TRACES,
     GibbsConfig,
@@ -30,7 +31,8 @@ unit = pytest.mark.unit  # every test but the MovieLens one (integration)
 
 # Three users and two items past the data: rows that must come out all zero.
 N_USERS, N_ITEMS, EXTRA_U, EXTRA_I = 60, 50, 3, 2
-CONFIG = GibbsConfig(rank=4, sweeps=12, burn_in=2, max_samples=4, seed=3)
+# keep_energy=None: the exact average of the samples (the cut is tested on its own).
+CONFIG = GibbsConfig(rank=4, sweeps=12, burn_in=2, max_samples=4, seed=3, keep_energy=None)
 N_KEPT = len(kept_sweeps(CONFIG.sweeps, CONFIG.burn_in, CONFIG.max_samples))  # 2: sweeps 6, 10
 
 
@@ -98,6 +100,63 @@ def test_averaged_params_predict_the_sample_average():
         us[:, users, :rank] * its[:, items, :rank], -1)
     np.testing.assert_allclose(np_predict(params, users, items), each.mean(0), rtol=1e-5, atol=1e-5)
     assert not params.user_factors[2].any() and params.user_bias[2] == 0
+
+
+class TestBestRankFactors:
+    """The cut of the averaged model: Eckart–Young's best rank-k product, k by energy."""
+
+    @unit
+    @pytest.mark.parametrize("keep", [1.0, KEEP_ENERGY, 0.99, 0.8])
+    def test_best_rank_k_with_the_fewest_columns_keeping_the_energy(self, keep):
+        rng = np.random.default_rng(2)
+        # 6 samples of a rank-3 model: a shared part plus sample noise, 18 columns
+        shared_u, shared_i = rng.normal(size=(40, 3)), rng.normal(size=(30, 3))
+        u = np.concatenate([shared_u + 0.2 * rng.normal(size=(40, 3)) for _ in range(6)], 1)
+        v = np.concatenate([shared_i + 0.2 * rng.normal(size=(30, 3)) for _ in range(6)], 1)
+        cut_u, cut_v = best_rank_factors(u, v, keep_energy=keep)
+        k = cut_u.shape[1]
+        assert cut_v.shape == (30, k) and 1 <= k <= 18
+        sigma = np.linalg.svd(u @ v.T, compute_uv=False)
+        energy = np.cumsum(sigma**2) / np.sum(sigma**2)
+        assert energy[k - 1] >= keep - 1e-12 and (k == 1 or energy[k - 2] < keep)
+        tail = np.sum(sigma[k:] ** 2)
+        error = np.sum((u @ v.T - cut_u @ cut_v.T) ** 2)
+        assert error == pytest.approx(tail, rel=1e-6, abs=1e-9 * np.sum(sigma**2))
+        if keep < 1:
+            assert k < 18
+
+    @unit
+    def test_identical_samples_cut_to_the_rank_exactly_and_zero_factors_to_one_column(self):
+        rng = np.random.default_rng(3)
+        p, q = rng.normal(size=(9, 2)), rng.normal(size=(7, 2))
+        u, v = np.tile(p, 5) / np.sqrt(5), np.tile(q, 5) / np.sqrt(5)
+        cut_u, cut_v = best_rank_factors(u, v, keep_energy=1.0)
+        assert cut_u.shape == (9, 2)
+        np.testing.assert_allclose(cut_u @ cut_v.T, p @ q.T, atol=1e-12)
+        cut_u, cut_v = best_rank_factors(np.zeros((4, 6)), v[:, :6], keep_energy=KEEP_ENERGY)
+        assert cut_u.shape == (4, 1) and not cut_u.any() and not (cut_u @ cut_v.T).any()
+        with pytest.raises(ValueError, match="keep_energy"):
+            best_rank_factors(u, v, keep_energy=0.0)
+
+    @unit
+    def test_the_default_fit_publishes_the_cut_average(self, data, fitted):
+        """Same chain, default keep_energy: biases as exact; factors the best cut of the average."""
+        train, valid = data
+        full = fitted[0].params
+        cut = fit_gibbs(train, n_users=N_USERS + EXTRA_U, n_items=N_ITEMS + EXTRA_I,
+                        valid=valid, config=CONFIG._replace(keep_energy=GibbsConfig().keep_energy))
+        assert GibbsConfig().keep_energy == KEEP_ENERGY
+        assert cut.params.user_factors.shape[1] < full.user_factors.shape[1]
+        assert cut.params.item_factors.shape[1] == cut.params.user_factors.shape[1]
+        for name in ("mean", "user_bias", "item_bias"):
+            np.testing.assert_allclose(getattr(cut.params, name), getattr(full, name), rtol=1e-6)
+        exact = full.user_factors.astype(np.float64) @ full.item_factors.T.astype(np.float64)
+        approx = cut.params.user_factors @ cut.params.item_factors.T
+        assert np.sum((exact - approx) ** 2) <= (1 - KEEP_ENERGY) * np.sum(exact**2) * 1.01
+        assert not cut.params.user_factors[N_USERS:].any()  # rows without data stay zero
+        # the history scores the exact average either way
+        assert [h["valid_rmse"] for h in cut.history] == pytest.approx(
+            [h["valid_rmse"] for h in fitted[0].history], abs=1e-7)
 
 
 @unit

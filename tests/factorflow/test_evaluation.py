@@ -5,6 +5,7 @@ import pytest
 
 from factorflow.evaluation import (
     BaselineParams,
+    chunked_metrics,
     fit_baseline,
     mae,
     ndcg_at_k,
@@ -17,6 +18,7 @@ from factorflow.evaluation import (
     rmse,
 )
 from factorflow.matrix import Triplets
+from tests.factorflow.helpers import synthetic
 
 pytestmark = pytest.mark.unit
 
@@ -31,6 +33,35 @@ def test_metrics_by_hand():
         "rmse": pytest.approx(np.sqrt(1.25)), "mae": pytest.approx(0.75), "n": 4
     }
     assert isinstance(rmse(pred, target), float)
+
+
+class TestChunkedMetrics:
+    """A split scored a chunk at a time gives the whole split's metrics."""
+
+    def test_equals_the_whole_split_with_several_ragged_chunks(self):
+        data = synthetic(n_users=20, n_items=10, n=130)[0]  # 117 training ratings
+        table = np.random.default_rng(0).normal(3, 1, (20, 10)).astype(np.float32)
+        calls: list[int] = []
+
+        def predict(users, items):
+            calls.append(len(users))
+            return table[users, items]
+
+        done: list[int] = []
+        got = chunked_metrics(predict, data, chunk_size=16, progress=done.append)
+        want = regression_metrics(table[data.users, data.items], data.ratings)
+        assert got["n"] == want["n"] == 117
+        assert got["rmse"] == pytest.approx(want["rmse"], rel=1e-12)
+        assert got["mae"] == pytest.approx(want["mae"], rel=1e-12)
+        assert calls == [16] * 7 + [5] and done == [16, 32, 48, 64, 80, 96, 112, 117]
+
+    def test_checks(self):
+        empty = Triplets(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
+        with pytest.raises(ValueError, match="no predictions"):
+            chunked_metrics(lambda u, i: u, empty, chunk_size=4)
+        one = Triplets(np.zeros(1, np.int32), np.zeros(1, np.int32), np.ones(1, np.float32))
+        with pytest.raises(ValueError, match="chunk size must be >= 1"):
+            chunked_metrics(lambda u, i: u, one, chunk_size=0)
 
 
 def test_metrics_reject_bad_input():

@@ -93,7 +93,8 @@ def test_out_dir_holds_model_id_maps_and_metrics(fitted):
     result, out = fitted
     model = FactorModel.load(out / "model.npz")
     assert (model.n_users, model.n_items) == (result["n_users"], result["n_items"])
-    assert model.rank % 4 == 0  # rank 4 (Gibbs: 4 per kept sample, side by side)
+    # rank 4, Gibbs: the best cut of its kept samples' 4 columns each (at most 16 samples)
+    assert 1 <= model.rank <= 4 * 16
     users = pl.read_parquet(out / "users.parquet")
     assert users.columns == ["user_index", "user_id"] and users.height == model.n_users
     assert users["user_id"].dtype == pl.String

@@ -174,3 +174,65 @@ class TestSaveLoadExtras:
                                    np.sum(p.user_factors[users] * p.item_factors[items], 1),
                                    rtol=1e-6)
         assert diagonal_model(3).config is None
+
+
+def random_model(n_users: int = 37, n_items: int = 23, rank: int = 4, seed: int = 0) -> FactorModel:
+    rng = np.random.default_rng(seed)
+    return FactorModel(FactorParams(np.float32(3.0), *(
+        rng.normal(size=s).astype(np.float32)
+        for s in [(n_users,), (n_items,), (n_users, rank), (n_items, rank)])))
+
+
+class TestChunkedScoring:
+    """Small forced chunks (several, the last one ragged) give the one-call answers."""
+
+    def test_predict_in_chunks_equals_one_call_and_numpy(self):
+        model = random_model()
+        rng = np.random.default_rng(1)
+        users, items = rng.integers(0, 37, 1000), rng.integers(0, 23, 1000)
+        before = model_module._predict._cache_size()
+        chunked = model.predict(users, items, chunk_size=64)  # 15 chunks of 64, then 40
+        assert model_module._predict._cache_size() - before <= 2  # 64 and the tail's 64
+        whole = model.predict(users, items, chunk_size=4096)
+        np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)
+        p = model.params
+        want = p.mean + p.user_bias[users] + p.item_bias[items] + np.sum(
+            p.user_factors[users] * p.item_factors[items], 1)
+        np.testing.assert_allclose(chunked, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(model.predict(users, items, chunk_size=7), whole,
+                                   rtol=1e-6, atol=1e-6)
+        with pytest.raises(ValueError, match="chunk size must be >= 1"):
+            model.predict(users, items, chunk_size=0)
+
+    def test_recommend_default_batch_comes_from_the_budget_and_reports_progress(self):
+        model = random_model()
+        rng = np.random.default_rng(2)
+        seen = Triplets(rng.integers(0, 37, 300).astype(np.int32),
+                        rng.integers(0, 23, 300).astype(np.int32), np.ones(300, np.float32))
+        done: list[int] = []
+        ids, scores = model.recommend(np.arange(37), N=5, seen=seen, batch_size=8,
+                                      progress=done.append)
+        assert done == [8, 16, 24, 32, 37]  # four full batches and a ragged one
+        one_ids, one_scores = model.recommend(np.arange(37), N=5, seen=seen)
+        np.testing.assert_array_equal(ids, one_ids)
+        np.testing.assert_allclose(scores, one_scores, rtol=1e-6)
+        assert not set(ids[0].tolist()) & set(seen.items[seen.users == 0].tolist())
+
+
+class TestClippedRecommendations:
+    def test_scores_on_the_scale_in_the_unclipped_order(self):
+        model = random_model(rank=6)  # scores spread well past [2.5, 3.5]
+        users = np.arange(37)
+        ids, raw = model.recommend(users, N=30, batch_size=8)  # 30 > 23 items: padded slots
+        clipped_ids, clipped = model.recommend(users, N=30, batch_size=8, clip=(2.5, 3.5))
+        np.testing.assert_array_equal(clipped_ids, ids)  # ranked by the unclipped score
+        real = ids >= 0
+        assert (raw[real] > 3.5).any() and (raw[real] < 2.5).any()  # the clip bites
+        np.testing.assert_array_equal(clipped[real], np.clip(raw[real], 2.5, 3.5))
+        assert np.all(clipped[~real] == -np.inf)  # padding stays padding
+        assert real[:, :23].all() and np.all(np.diff(clipped[:, :23], axis=1) <= 0)  # best first
+
+    @pytest.mark.parametrize("clip", [(5.0, 1.0), (1.0, np.inf), (np.nan, 5.0)])
+    def test_bad_scale_is_refused(self, clip):
+        with pytest.raises(ValueError, match="clip must be a finite"):
+            random_model().recommend(np.arange(3), N=2, clip=clip)

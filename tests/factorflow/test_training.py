@@ -103,8 +103,9 @@ def test_the_default_engine_is_gibbs_and_beats_the_baseline():
     base_rmse = rmse(predict_baseline(baseline, valid.users, valid.items), valid.ratings)
     model_rmse = rmse(np.asarray(predict(result.params, valid.users, valid.items)), valid.ratings)
     assert model_rmse < 0.8 * base_rmse, (model_rmse, base_rmse)
-    # the history describes the returned model itself
-    assert model_rmse == pytest.approx(result.history[-1]["valid_rmse"], rel=1e-4)
+    # the history describes the exact average of the samples; the returned model is
+    # its best cut keeping 99.9% of the factor energy (averaging.best_rank_factors)
+    assert model_rmse == pytest.approx(result.history[-1]["valid_rmse"], rel=1e-3)
 
 
 class TestFit:

@@ -14,7 +14,7 @@ from airflow.sdk import DAG
 from factorflow.airflow.assets import PUBLISHED
 from factorflow.airflow.operators import PublishFactorsOperator, TrainFactorsOperator
 from factorflow.airflow.params import TRAIN_PARAMS, data_params, publish_params, train_params
-from factorflow.airflow.stages import Ingest, ingest, publish_kwargs
+from factorflow.airflow.stages import Ingest, ingest, publish_kwargs, stage_timings
 from factorflow.paths import default_artifacts_dir
 
 ARTIFACTS = default_artifacts_dir()
@@ -41,14 +41,14 @@ with DAG(
         artifacts_dir=ARTIFACTS,
         train_config={name: "{{ params.%s }}" % name for name in TRAIN_PARAMS},
         top_n="{{ params.top_n }}",
+        rating_min="{{ params.rating_min }}",
+        rating_max="{{ params.rating_max }}",
     )
     publish = PublishFactorsOperator(
         task_id="publish",
         outlets=PUBLISHED,
         model_dir=train.output["model_dir"],
-        timings={stage: task.output["seconds"]
-                 for stage, task in (("extract", extract), ("validate", validate),
-                                     ("build", build), ("train", train))},
+        timings=stage_timings(extract=extract, validate=validate, build=build, train=train),
         **publish_kwargs(Ingest(extract, validate, build)),
     )
     build >> train >> publish

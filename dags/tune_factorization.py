@@ -17,7 +17,7 @@ from airflow.sdk import DAG, task
 from factorflow.airflow.assets import PUBLISHED
 from factorflow.airflow.operators import PublishFactorsOperator, TrainFactorsOperator
 from factorflow.airflow.params import TRAIN_PARAMS, data_params, publish_params, sweep_params, train_params
-from factorflow.airflow.stages import ingest, publish_kwargs
+from factorflow.airflow.stages import ingest, publish_kwargs, stage_timings
 from factorflow.paths import default_artifacts_dir
 
 ARTIFACTS = default_artifacts_dir()
@@ -56,11 +56,14 @@ with DAG(
         matrix_dir=stages.build.output["matrix_dir"],
         artifacts_dir=ARTIFACTS,
         top_n="{{ params.top_n }}",
+        rating_min="{{ params.rating_min }}",
+        rating_max="{{ params.rating_max }}",
     ).expand(train_config=candidates)
 
     @task(task_id="pick")
     def pick(summaries) -> dict:
-        """The candidate with the lowest validation RMSE, and every candidate's directory."""
+        """The candidate with the lowest validation RMSE, every candidate's directory, and the
+        candidates' summed train seconds and largest peak RSS."""
         from factorflow.sweeps import best_candidate
 
         summaries = list(summaries)
@@ -68,7 +71,8 @@ with DAG(
         return {"model_dir": summaries[best]["model_dir"], "best": best,
                 "valid_rmse": summaries[best]["valid_rmse"],
                 "candidates": [s["model_dir"] for s in summaries],
-                "train_seconds": round(sum(s["seconds"] for s in summaries), 3)}
+                "train_seconds": round(sum(s["seconds"] for s in summaries), 3),
+                "train_peak_rss_mb": max(s["peak_rss_mb"] for s in summaries)}
 
     best = pick(train.output)
     publish = PublishFactorsOperator(
@@ -76,9 +80,9 @@ with DAG(
         outlets=PUBLISHED,
         model_dir=best["model_dir"],
         candidates=best["candidates"],
-        timings={"extract": stages.extract.output["seconds"],
-                 "validate": stages.validate.output["seconds"],
-                 "build": stages.build.output["seconds"], "train": best["train_seconds"]},
+        timings={**stage_timings(**stages._asdict()),
+                 "train": {"seconds": best["train_seconds"],
+                           "peak_rss_mb": best["train_peak_rss_mb"]}},
         **publish_kwargs(stages),
     )
     stages.build >> candidates >> train >> best >> publish

@@ -13,6 +13,9 @@ from tests.browser import ARTIFACTS, chromium, log_in
 pytestmark = pytest.mark.integration
 
 PATHS = ("/factorflow/", "/factorflow/api/runs", "/factorflow/curve.png?model_id=demo-run")
+#: What the DAG passes to publish: stage -> its task's wall seconds and peak RSS (MB).
+TIMINGS = {"extract": {"seconds": 1.25, "peak_rss_mb": 312.4},
+           "train": {"seconds": 42.5, "peak_rss_mb": 1843.0}}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,8 @@ def stack(tmp_path_factory, small_model):
     warehouse = root / "warehouse.duckdb"
     publish_model(warehouse, model_id="demo-run", model_dir=small_model["model_dir"],
                   matrix_dir=small_model["matrix_dir"], candidates=[small_model["model_dir"]],
-                  run_info={"dag_id": "factorize_ratings", "dag_run_id": "demo-run"})
+                  run_info={"dag_id": "factorize_ratings", "dag_run_id": "demo-run",
+                            "timings": TIMINGS})
     stack = AirflowStack(root / "airflow", env={"FACTORFLOW_WAREHOUSE": str(warehouse)})
     try:
         stack.start({}, api_server_only=True)
@@ -50,6 +54,11 @@ def test_an_authenticated_user_gets_the_runs_and_curves(stack):
     by_id = {r["model_id"]: r for r in runs}
     assert by_id["demo-run"]["is_current"] and by_id["demo-run"]["valid_rmse"] > 0
     assert by_id["demo-run/candidate-0"]["candidate_of"] == "demo-run"
+    # each stage's wall time and peak memory, in the API and on the page
+    assert by_id["demo-run"]["stages"] == TIMINGS
+    status, page = stack.request("GET", "/factorflow/")
+    assert status == 200 and "stages: wall s · peak RSS MB" in page
+    assert "extract 1.2 s · 312 MB<br>train 42.5 s · 1,843 MB" in page
     import urllib.request
 
     request = urllib.request.Request(stack.base + PATHS[2])

@@ -9,6 +9,8 @@ without a server they skip with a one-line reason.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from functools import lru_cache
 from pathlib import Path
@@ -96,3 +98,14 @@ def make_backend(kind: str, tmp_path: Path) -> Backend:
 def drop_backend(backend: Backend) -> None:
     if backend.kind == "postgres":
         backend.execute("DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def hold_duckdb_lock(path: Path, seconds: float = 600) -> subprocess.Popen:
+    """Another process with an open read-write session on a DuckDB file for ``seconds``
+    (returns once it holds the lock; kill it to release sooner)."""
+    code = ("import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+            "time.sleep(float(sys.argv[2]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS {schema}.model_runs (
     fit_seconds         DOUBLE,
     ratings_per_second  DOUBLE,
     timings             JSON,
+    peak_rss_mb         JSON,
     history             JSON,
     created_at          TIMESTAMP
 )
@@ -44,6 +45,8 @@ ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS optimizer VARCHAR;
 ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS global_mean DOUBLE;
 -- A sweep's candidates: rows with the published model's id here, no factors.
 ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS candidate_of VARCHAR;
+-- Stage -> peak RSS in MB (timings: stage -> seconds); NULL in earlier runs.
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS peak_rss_mb JSON;
 
 -- name: create_pointer
 -- Which kept model the current_* views show: the newest publish, or a rollback.
@@ -113,13 +116,13 @@ SELECT * FROM (VALUES (
     $model_id, $dag_id, $dag_run_id, $source_table, $params::JSON, $n_users, $n_items,
     $n_ratings, $n_train, $n_valid, $rank, $loss, $optimizer, $epochs_run, $best_epoch, $train_rmse,
     $train_mae, $valid_rmse, $valid_mae, $baseline_valid_rmse, $baseline_valid_mae,
-    $fit_seconds, $ratings_per_second, $timings::JSON, $history::JSON, $global_mean,
-    $candidate_of, now()::TIMESTAMP
+    $fit_seconds, $ratings_per_second, $timings::JSON, $peak_rss_mb::JSON, $history::JSON,
+    $global_mean, $candidate_of, now()::TIMESTAMP
 )) AS run(model_id, dag_id, dag_run_id, source_table, params, n_users, n_items,
           n_ratings, n_train, n_valid, rank, loss, optimizer, epochs_run, best_epoch, train_rmse,
           train_mae, valid_rmse, valid_mae, baseline_valid_rmse, baseline_valid_mae,
-          fit_seconds, ratings_per_second, timings, history, global_mean, candidate_of,
-          created_at)
+          fit_seconds, ratings_per_second, timings, peak_rss_mb, history, global_mean,
+          candidate_of, created_at)
 
 -- name: point_current
 INSERT OR REPLACE INTO {schema}.current_pointer VALUES ('current', $model_id)

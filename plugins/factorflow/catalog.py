@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+#: The stages in the order a run goes through them (how ``stages`` lists them).
+PIPELINE = ("extract", "validate", "build", "train", "publish")
+
 
 def list_runs(warehouse: Any, *, schema: str = "factorflow", limit: int = 200) -> list[dict[str, Any]]:
     """Kept model runs, newest first (published models and sweep candidates).
@@ -12,7 +15,8 @@ def list_runs(warehouse: Any, *, schema: str = "factorflow", limit: int = 200) -
     Returns:
         One dict per run: model_id, created_at, dag_run_id, rank, loss,
         optimizer, epochs_run, valid_rmse, baseline_valid_rmse, fit_seconds,
-        candidate_of, is_current. Empty when nothing is published yet.
+        candidate_of, is_current, and ``stages``: stage -> ``{"seconds",
+        "peak_rss_mb"}`` (see :func:`stages`). Empty when nothing is published yet.
     """
     from factorflow.warehouse import run_query
 
@@ -21,7 +25,22 @@ def list_runs(warehouse: Any, *, schema: str = "factorflow", limit: int = 200) -
                                   params={"limit": int(limit)})
     except LookupError:
         return []
-    return [dict(zip(columns, row)) for row in rows]
+    runs = [dict(zip(columns, row)) for row in rows]
+    for run in runs:
+        run["stages"] = stages(run.pop("timings"), run.pop("peak_rss_mb"))
+    return runs
+
+
+def stages(timings: str | None, peak_rss_mb: str | None) -> dict[str, dict[str, Any]]:
+    """Stage -> ``{"seconds", "peak_rss_mb"}`` from a run's two JSON columns (as text).
+
+    A run published before peak memory was recorded has ``peak_rss_mb`` None.
+    """
+    seconds = (json.loads(timings) if timings else None) or {}
+    peaks = (json.loads(peak_rss_mb) if peak_rss_mb else None) or {}
+    order = {stage: k for k, stage in enumerate(PIPELINE)}
+    return {stage: {"seconds": seconds.get(stage), "peak_rss_mb": peaks.get(stage)}
+            for stage in sorted({*seconds, *peaks}, key=lambda s: (order.get(s, len(order)), s))}
 
 
 def run_curve(warehouse: Any, model_id: str, *, schema: str = "factorflow") -> bytes:

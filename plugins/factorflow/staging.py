@@ -117,6 +117,23 @@ def _prediction_table(user_ids: Any, item_ids: Any, top_items: np.ndarray,
     })
 
 
+def stage_figures(timings: Mapping[str, Any]) -> dict[str, str]:
+    """The ``timings`` and ``peak_rss_mb`` columns (JSON text, stage -> number) of a run.
+
+    Args:
+        timings: stage -> ``{"seconds": s, "peak_rss_mb": mb}`` as the DAGs pass
+            it, or stage -> seconds (an earlier caller's form: no peaks).
+    """
+    seconds, peaks = {}, {}
+    for stage, figures in timings.items():
+        if isinstance(figures, Mapping):
+            seconds[stage], peaks[stage] = figures.get("seconds"), figures.get("peak_rss_mb")
+        else:
+            seconds[stage] = figures
+    return {"timings": json.dumps(seconds, sort_keys=True),
+            "peak_rss_mb": json.dumps(peaks, sort_keys=True)}
+
+
 def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
              model_dir: Path, candidate_of: str | None = None) -> tuple[dict[str, Any], dict]:
     """The ``model_runs`` row of one trained model, and its metrics."""
@@ -143,7 +160,7 @@ def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
         **{c: metrics.get(c) for c in METRIC_COLUMNS},
         "loss": str(config.get("loss", "squared")),
         "optimizer": config.get("optimizer"),
-        "timings": json.dumps(info.get("timings", {}), sort_keys=True),
+        **stage_figures(info.get("timings", {})),
         "history": json.dumps(metrics.get("history", [])),
         "global_mean": global_mean,
         "candidate_of": candidate_of,
@@ -162,7 +179,7 @@ def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
         matrix_dir: output of the build stage (id maps, counts, and the
             training ratings the item statistics are counted from).
         run_info: ``dag_id``, ``dag_run_id``, ``source_table``, ``params`` (dict)
-            and ``timings`` (dict) to record in ``model_runs``.
+            and ``timings`` (dict, see :func:`stage_figures`) to record in ``model_runs``.
         candidates: train-stage output directories of a sweep's candidates
             (the published one included), recorded as ``<model_id>/candidate-<k>``.
 

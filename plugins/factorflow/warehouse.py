@@ -91,7 +91,8 @@ def publish_model(
         matrix_dir: output of the build stage (id maps and counts).
         schema: target schema, validated against a strict identifier pattern.
         run_info: ``dag_id``, ``dag_run_id``, ``source_table``, ``params`` (dict)
-            and ``timings`` (dict) to record in ``model_runs``.
+            and ``timings`` (stage -> ``{"seconds", "peak_rss_mb"}``, or stage ->
+            seconds) to record in ``model_runs``'s ``timings`` and ``peak_rss_mb``.
         keep: models kept (newest first); older ones are deleted in the same
             transaction. The ``current_*`` views then show this model.
         lock_timeout: seconds to wait for another writer's lock.

@@ -66,9 +66,10 @@ def test_every_task_succeeds(good_run):
 def test_published_tables(good_run, warehouse):
     with duckdb.connect(str(warehouse), read_only=True) as con:
         runs = con.execute("SELECT model_id, dag_run_id, n_users, n_items, n_ratings, rank, "
-                           "valid_rmse, baseline_valid_rmse, timings FROM factorflow.model_runs").fetchall()
+                           "valid_rmse, baseline_valid_rmse, timings, peak_rss_mb "
+                           "FROM factorflow.model_runs").fetchall()
         assert len(runs) == 1
-        model_id, run_id, n_users, n_items, n_ratings, rank, rmse, baseline, timings = runs[0]
+        model_id, run_id, n_users, n_items, n_ratings, rank, rmse, baseline, timings, peaks = runs[0]
         assert run_id == good_run.run_id and model_id.endswith(good_run.run_id)
         source = con.execute("SELECT count(DISTINCT user_id), count(DISTINCT item_id), count(*) "
                              "FROM raw.ratings").fetchone()
@@ -92,19 +93,38 @@ def test_published_tables(good_run, warehouse):
         assert already_rated == 0
     # clearly better than a bias-only model on data with real low-rank structure
     assert rmse < 0.85 * baseline, (rmse, baseline)
-    assert set(json.loads(timings)) == {"extract", "validate", "build", "train"}
+    # each stage's own wall time and peak RSS, as its task pushed them
+    xcoms = _xcoms(good_run)
+    for column, key in ((timings, "seconds"), (peaks, "peak_rss_mb")):
+        assert json.loads(column) == {t: xcoms[t, key] for t in TASKS if t != "publish"}
 
 
-def test_xcom_carries_only_small_json(good_run):
+def _xcoms(dag_run) -> dict[tuple[str, str], object]:
+    """``{(task_id, key): value}`` of a run's XComs."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        rows = session.query(XComModel).filter(XComModel.run_id == good_run.run_id).all()
-        assert rows
-        for row in rows:
-            text = json.dumps(row.value)
-            assert len(text) < 4096, (row.task_id, row.key, len(text))
+        rows = session.query(XComModel).filter(XComModel.run_id == dag_run.run_id).all()
+        return {(row.task_id, row.key): row.value for row in rows}
+
+
+def test_xcom_carries_only_small_json(good_run):
+    xcoms = _xcoms(good_run)
+    assert xcoms
+    for (task_id, key), value in xcoms.items():
+        text = json.dumps(value)
+        assert len(text) < 4096, (task_id, key, len(text))
+
+
+def test_every_task_pushes_its_wall_time_and_peak_memory(good_run):
+    xcoms = _xcoms(good_run)
+    for task in TASKS:
+        seconds, peak = xcoms[task, "seconds"], xcoms[task, "peak_rss_mb"]
+        summary = json.loads(json.dumps(xcoms[task, "return_value"]))
+        assert (summary["seconds"], summary["peak_rss_mb"]) == (seconds, peak)
+        # a whole Python process with Airflow and the stage's libraries loaded is > 100 MB
+        assert seconds > 0 and 100 < peak < 16_000, (task, seconds, peak)
 
 
 BAD_TABLES = {

@@ -48,3 +48,17 @@ def test_a_small_grid_publishes_only_the_best(small_warehouse, tmp_path, monkeyp
     # candidates have no factors of their own and never become current
     assert wh.fetch("SELECT count(*) FROM {schema}.user_factors WHERE model_id <> ?",
                     model_id) == [(0,)]
+    # per stage: seconds and peak RSS; train's are the candidates' summed seconds and largest peak
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        trains = [row.value for row in session.query(XComModel).filter(
+            XComModel.run_id == run.run_id, XComModel.task_id == "train",
+            XComModel.key == "return_value")]
+    [(timings, peaks)] = wh.fetch("SELECT timings, peak_rss_mb FROM {schema}.model_runs "
+                                  "WHERE model_id = ?", model_id)
+    timings, peaks = json.loads(timings), json.loads(peaks)
+    assert set(timings) == set(peaks) == {"extract", "validate", "build", "train"}
+    assert len(trains) == 4 and peaks["train"] == max(t["peak_rss_mb"] for t in trains)
+    assert timings["train"] == pytest.approx(sum(t["seconds"] for t in trains), abs=0.01)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from factorflow.warehouse import WarehouseLockedError, publish_model
-from tests.warehouses import TABLES, Backend
+from tests.warehouses import TABLES, Backend, hold_duckdb_lock
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +27,11 @@ def _publish(warehouse, small_model, model_id, **kw):
                          matrix_dir=small_model["matrix_dir"], **kw)
 
 
-def _hold_lock(path, seconds):
-    """Another process with an open read-write session on the file."""
-    code = ("import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
-            "time.sleep(float(sys.argv[2]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(seconds)],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
 def test_a_held_lock_fails_clearly_naming_the_holder(tmp_path, small_model):
     wh = tmp_path / "wh.duckdb"
     _publish(wh, small_model, "m1")
     before = _snapshot(wh)
-    holder = _hold_lock(wh, 30)
+    holder = hold_duckdb_lock(wh, 30)
     try:
         started = time.monotonic()
         with pytest.raises(WarehouseLockedError, match=f"locked by another process.*PID {holder.pid}"):
@@ -56,7 +46,7 @@ def test_a_held_lock_fails_clearly_naming_the_holder(tmp_path, small_model):
 def test_publish_waits_out_a_short_lock(tmp_path, small_model):
     wh = tmp_path / "wh.duckdb"
     _publish(wh, small_model, "m1")
-    holder = _hold_lock(wh, 1.0)  # releases after a second
+    holder = hold_duckdb_lock(wh, 1.0)  # releases after a second
     try:
         _publish(wh, small_model, "m2", lock_timeout=30)
     finally:

@@ -47,12 +47,15 @@ CREATE TABLE IF NOT EXISTS {schema}.model_runs (
     history             JSONB,
     created_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
     global_mean         DOUBLE PRECISION,
-    candidate_of        TEXT
+    candidate_of        TEXT,
+    peak_rss_mb         JSONB
 )
 
 -- name: migrate_model_runs
 -- A sweep's candidates: rows with the published model's id here, no factors.
-ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS candidate_of TEXT
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS candidate_of TEXT;
+-- Stage -> peak RSS in MB (timings: stage -> seconds); NULL in earlier runs.
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS peak_rss_mb JSONB
 
 -- name: create_pointer
 -- Which kept model the current_* views show: the newest publish, or a rollback.
@@ -118,9 +121,9 @@ $$;
 -- only when needed.
 SELECT (SELECT count(*) FROM information_schema.columns
         WHERE table_schema = %(schema)s
-          AND ((table_name = 'model_runs' AND column_name = 'candidate_of')
+          AND ((table_name = 'model_runs' AND column_name IN ('candidate_of', 'peak_rss_mb'))
                OR (table_name = 'item_factors'
-                   AND column_name IN ('n_ratings', 'mean_rating')))) = 3,
+                   AND column_name IN ('n_ratings', 'mean_rating')))) = 4,
        (SELECT count(*) FROM information_schema.views
         WHERE table_schema = %(schema)s
           AND table_name IN ('current_model', 'current_user_factors', 'current_item_factors',
@@ -152,13 +155,14 @@ INSERT INTO {schema}.model_runs (
     model_id, dag_id, dag_run_id, source_table, params, n_users, n_items,
     n_ratings, n_train, n_valid, rank, loss, optimizer, epochs_run, best_epoch, train_rmse,
     train_mae, valid_rmse, valid_mae, baseline_valid_rmse, baseline_valid_mae,
-    fit_seconds, ratings_per_second, timings, history, global_mean, candidate_of
+    fit_seconds, ratings_per_second, timings, history, global_mean, candidate_of, peak_rss_mb
 ) VALUES (
     %(model_id)s, %(dag_id)s, %(dag_run_id)s, %(source_table)s, %(params)s::jsonb, %(n_users)s,
     %(n_items)s, %(n_ratings)s, %(n_train)s, %(n_valid)s, %(rank)s, %(loss)s, %(optimizer)s,
     %(epochs_run)s, %(best_epoch)s, %(train_rmse)s, %(train_mae)s, %(valid_rmse)s, %(valid_mae)s,
     %(baseline_valid_rmse)s, %(baseline_valid_mae)s, %(fit_seconds)s, %(ratings_per_second)s,
-    %(timings)s::jsonb, %(history)s::jsonb, %(global_mean)s, %(candidate_of)s
+    %(timings)s::jsonb, %(history)s::jsonb, %(global_mean)s, %(candidate_of)s,
+    %(peak_rss_mb)s::jsonb
 )
 
 -- name: point_current

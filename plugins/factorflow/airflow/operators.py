@@ -15,7 +15,6 @@ without retries.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -37,14 +36,16 @@ def model_id_for(context: "Context") -> str:
 
 
 def fail_fast(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)``; its ValueError (a refused conf, a misconfigured connection or
-    setting) fails the task now, without retries: retrying cannot help."""
-    from airflow.sdk.exceptions import AirflowFailException
+    """``fn(*args)``; a failure retrying cannot fix (a refused conf, a misconfigured
+    connection or setting: a ValueError) fails the task now, without retries."""
+    from factorflow.airflow.failures import no_retry
 
     try:
         return fn(*args)
-    except ValueError as exc:
-        raise AirflowFailException(str(exc)) from exc
+    except Exception as exc:
+        if (failure := no_retry(exc)) is None:
+            raise
+        raise failure from exc
 
 
 def _warehouse_target(warehouse: str, conn_id: str | None) -> Any:
@@ -67,21 +68,46 @@ def resolve_warehouse(warehouse: str, conn_id: str | None) -> Any:
 
 
 class _StageOperator(BaseOperator):
-    """Shared execute: time the stage function and push its summary.
+    """Shared execute: measure the stage function, push its summary, and decide
+    whether a failure is worth a retry.
 
     The summary is the task's return value, and each of its fields is also
     pushed under its own key (as TaskFlow's ``multiple_outputs`` does), so the
     DAG can wire ``extract.output["path"]`` straight into the next operator.
+    It gains the stage's wall time (``seconds``) and peak resident memory
+    (``peak_rss_mb``, :class:`factorflow.resources.ResourceMeter`).
+
+    A failure the same inputs would repeat (out of memory, a ValueError such as
+    bad data, a refused setting or a diverging loss) fails the task without
+    retries, saying what to change; lock timeouts, lost connections and anything
+    unrecognised keep the task's retries (:mod:`factorflow.airflow.failures`).
     """
 
     stage: str = ""
 
     def _run(self, context: "Context", fn: Callable[..., dict[str, Any]], *args: Any,
              **kwargs: Any) -> dict[str, Any]:
-        started = time.perf_counter()
-        summary = dict(fn(*args, **kwargs))
-        summary["seconds"] = round(time.perf_counter() - started, 3)
-        self.log.info("%s done in %.2f s: %s", self.stage, summary["seconds"], summary)
+        from factorflow.airflow.failures import no_retry
+        from factorflow.resources import ResourceMeter
+
+        meter = ResourceMeter()
+        try:
+            with meter:
+                summary = dict(fn(*args, **kwargs))
+        except Exception as exc:
+            failure = no_retry(exc, stage=self.stage, meter=meter, rank=kwargs.get("rank"))
+            self.log.error("%s failed after %.2f s, %s; %s", self.stage, meter.seconds,
+                           meter.describe(),
+                           f"{type(exc).__name__} may not recur: the task's retries apply"
+                           if failure is None else
+                           "not retried: the same inputs would fail the same way")
+            if failure is None:
+                raise
+            raise failure from exc
+        summary["seconds"] = round(meter.seconds, 3)
+        summary["peak_rss_mb"] = meter.peak_rss_mb
+        self.log.info("%s done in %.2f s, %s: %s", self.stage, meter.seconds, meter.describe(),
+                      summary)
         for key, value in summary.items():
             context["ti"].xcom_push(key=key, value=value)
         return summary
@@ -145,18 +171,13 @@ class ValidateRatingsOperator(_StageOperator):
         self.min_rows = min_rows
 
     def execute(self, context: "Context") -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from factorflow.checks import validate_ratings
 
-        from factorflow.checks import RatingsValidationError, validate_ratings
-
-        try:
-            return self._run(context, validate_ratings, self.ratings_path,
-                             rating_min=float(self.rating_min), rating_max=float(self.rating_max),
-                             min_rows=int(self.min_rows))
-        except RatingsValidationError as exc:
-            # Bad data does not fix itself: fail now, with the report, no retries.
-            self.log.error("%s", exc.report)
-            raise AirflowFailException(exc.report) from exc
+        # A RatingsValidationError (bad data) fails the task once with its report:
+        # _run treats every ValueError as deterministic, so it is not retried.
+        return self._run(context, validate_ratings, self.ratings_path,
+                         rating_min=float(self.rating_min), rating_max=float(self.rating_max),
+                         min_rows=int(self.min_rows), log=self.log.info)
 
 
 class BuildMatricesOperator(_StageOperator):
@@ -185,7 +206,8 @@ class BuildMatricesOperator(_StageOperator):
 
         out = run_dir(self.artifacts_dir, context) / "matrix"
         return self._run(context, build_matrices, self.ratings_path, out,
-                         valid_fraction=float(self.valid_fraction), seed=int(self.seed))
+                         valid_fraction=float(self.valid_fraction), seed=int(self.seed),
+                         log=self.log.info)
 
 
 class TrainFactorsOperator(_StageOperator):
@@ -201,18 +223,31 @@ class TrainFactorsOperator(_StageOperator):
             seed; ``None`` values take the engine's defaults; a custom ``loss``
             must come from ``FACTORFLOW_LOSS_MODULES`` (templated).
         top_n: length of each user's published recommendation list (templated).
+        rating_min: lowest rating of the scale the published scores are clipped
+            to; empty or None: the lowest training rating (templated).
+        rating_max: highest rating of that scale; empty or None: the highest
+            training rating (templated).
     """
 
-    template_fields: Sequence[str] = ("matrix_dir", "artifacts_dir", "train_config", "top_n")
+    template_fields: Sequence[str] = ("matrix_dir", "artifacts_dir", "train_config", "top_n",
+                                      "rating_min", "rating_max")
     stage = "train"
 
     def __init__(self, *, matrix_dir: Any, artifacts_dir: str, train_config: dict[str, Any],
-                 top_n: Any = 10, **kwargs: Any):
+                 top_n: Any = 10, rating_min: Any = None, rating_max: Any = None,
+                 **kwargs: Any):
         super().__init__(**kwargs)
         self.matrix_dir = matrix_dir
         self.artifacts_dir = artifacts_dir
         self.train_config = train_config
         self.top_n = top_n
+        self.rating_min = rating_min
+        self.rating_max = rating_max
+
+    @staticmethod
+    def _bound(value: Any) -> float | None:
+        """A rendered scale bound as a float; None for an unset param."""
+        return None if value is None or str(value).strip() in ("", "None") else float(value)
 
     def execute(self, context: "Context") -> dict[str, Any]:
         from factorflow.airflow.confinement import check_loss
@@ -223,6 +258,8 @@ class TrainFactorsOperator(_StageOperator):
         name = "model" if map_index is None or map_index < 0 else f"model-{map_index}"
         out = run_dir(self.artifacts_dir, context) / name  # one directory per sweep candidate
         return self._run(context, train_factors, self.matrix_dir, out, top_n=int(self.top_n),
+                         rating_min=self._bound(self.rating_min),
+                         rating_max=self._bound(self.rating_max),
                          log_fn=self.log.info, **self.train_config)
 
 
@@ -237,7 +274,8 @@ class PublishFactorsOperator(_StageOperator):
         matrix_dir: output of the build stage (templated).
         source_table: recorded in ``model_runs`` (templated).
         run_params: the run's parameters, recorded as JSON (templated).
-        timings: stage name -> seconds, recorded as JSON (templated).
+        timings: stage name -> ``{"seconds", "peak_rss_mb"}`` (or seconds), recorded in
+            ``model_runs`` (templated).
         keep: models kept after this one is published (templated).
         warehouse_conn_id: Airflow connection (postgres or duckdb) to publish
             into; empty uses ``warehouse`` (templated).

@@ -48,6 +48,16 @@ def ingest(artifacts_dir: str) -> Ingest:
     return Ingest(extract, validate, build)
 
 
+def stage_timings(**tasks: Any) -> dict[str, dict[str, Any]]:
+    """The publish task's ``timings``: stage -> its task's ``seconds`` and ``peak_rss_mb`` XComs.
+
+    Args:
+        **tasks: stage name -> its operator (or any object with an ``output``).
+    """
+    return {stage: {"seconds": task.output["seconds"], "peak_rss_mb": task.output["peak_rss_mb"]}
+            for stage, task in tasks.items()}
+
+
 def publish_kwargs(stages: Ingest) -> dict[str, Any]:
     """The PublishFactorsOperator arguments both DAGs share."""
     return {

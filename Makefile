@@ -22,7 +22,7 @@ export JAX_PLATFORMS ?= cpu
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help demo test install airflow-db services browser clean bench
+.PHONY: help demo test install airflow-db services browser clean bench bench-pipeline
 
 help:
 	@echo "make demo   build the demo warehouse, run the DAG through Airflow, show the result"
@@ -114,3 +114,8 @@ $(BENCH_STAMP): tests/bench/requirements.txt tests/bench/build-constraints.txt
 
 bench: $(STAMP) $(BENCH_STAMP)
 	@$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+# The whole DAG at 1M, 10M and 25M ratings (BENCH_ARGS="--huge" adds 100M; "--sizes 1M" for a
+# quick look): tests/bench/pipeline.py, figures in .bench/pipeline.json. Not part of `make test`.
+bench-pipeline: $(STAMP)
+	@$(BIN)/python -m tests.bench.pipeline $(BENCH_ARGS)

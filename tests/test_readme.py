@@ -65,6 +65,8 @@ NOT_RUN = {
     "airflow dags test tune_factorization": "a six-candidate sweep of the full demo; the same "
                                             "DAG runs end to end in "
                                             "tests/dags/test_tune_factorization.py",
+    "size  task          wall s": "make bench-pipeline's table, a benchmark record of its "
+                                  "date (its 25M and 100M runs take 5 and 21 minutes)",
     "dataset              method": "make bench's table, a benchmark record of its date "
                                    "(tests/bench/README.md says how to reproduce it)",
     "dags/factorize_ratings.py": "the layout tree (no output to compare)",

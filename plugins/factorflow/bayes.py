@@ -188,6 +188,27 @@ def _check_curvature(loss: DataLoss) -> None:
                          "(its 2nd derivative is the data precision), e.g. squared or huber")
 
 
+def _device_layouts(train: Triplets, shapes, n_obs: int, mean: float):
+    """Both sides' chunk layouts and the padded rating list, on the device.
+
+    Returns ``(layouts, obs, has)``: ``obs`` is the users' ``(user, item,
+    rating, weight)`` list and the items' view of the same device arrays with
+    the ids swapped; ``has`` the two host ``[R]`` row masks. Each host array is
+    dropped as soon as the device holds its copy, so the host never holds more
+    than one of these, the fit's largest arrays, at a time.
+    """
+    u, i, r = train
+    lays, has = [], []
+    for rows, cols, (n_rows, n_chunks, chunk) in ((u, i, shapes[0]), (i, u, shapes[1])):
+        layout = chunks.chunk_layout(rows, cols, r, n_rows, n_chunks, chunk, mean)
+        has.append(layout[4])
+        lays.append(jax.device_put(layout))
+        del layout
+    by_user = jax.device_put(chunks.pad_obs(u, i, r, n_obs, mean))
+    by_item = (by_user[1], by_user[0], by_user[2], by_user[3])
+    return tuple(lays), (by_user, by_item), tuple(has)
+
+
 def fit_gibbs(
     train: Triplets,
     *,
@@ -256,11 +277,8 @@ def fit_gibbs(
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         loading, load_score = sampling.load_kernels(pool, shapes, n_obs, n_valid,
                                                     rank=k, loss=loss)
-        (ru, ncu, chu), (ri, nci, chi) = shapes
-        lay_u = chunks.chunk_layout(u, i, r, ru, ncu, chu, mean)
-        lay_i = chunks.chunk_layout(i, u, r, ri, nci, chi, mean)
-        has = (lay_u[4], lay_i[4])
-        pu, pi, pr, pw = chunks.pad_obs(u, i, r, n_obs, mean)
+        ru, ri = shapes[0][0], shapes[1][0]
+        lays, obs, has = _device_layouts(train, shapes, n_obs, mean)
         v = valid or Triplets(np.zeros(0, np.int32), np.zeros(0, np.int32),
                               np.zeros(0, np.float32))
         s0 = config.latent_scale * (var / k) ** 0.25
@@ -276,8 +294,6 @@ def fit_gibbs(
         row_stats = [hyperpriors.row_statistics(x[s], has[s]) for s in (0, 1)]
         noise_shapes = [a.shape for a in x]
         # NumPy values and device_put only: an eager JAX operation would compile.
-        lays = jax.device_put((lay_u, lay_i))
-        obs = jax.device_put(((pu, pi, pr, pw), (pi, pu, pr, pw)))
         obs_v = jax.device_put(chunks.pad_obs(*v, n_valid, mean))
         x = jax.device_put(x)
         score = load_score()

@@ -29,9 +29,10 @@ WORKING_SET_BYTES = 64 << 20
 #: product before the sum, and the ids and output (4 bytes each).
 _PER_RATING_ROWS = 3
 _PER_RATING_SCALARS = 3
-#: Bytes per (user, item) cell of a top-N block: the scores, the masked copy,
-#: top-k's working copy (float32 each), and the host and device exclude masks.
-_PER_CELL = 3 * 4 + 2
+#: Bytes per (user, item) cell of a top-N block: the float32 scores, their
+#: seen-masked copy, the block maxima's pass and top-k's working copy. The
+#: block comes out near 16 MiB, small enough to stay in a CPU's cache.
+_PER_CELL = 4 * 4
 
 
 def _floor_pow2(n: int) -> int:

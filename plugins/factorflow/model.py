@@ -15,7 +15,6 @@ training settings are kept only as provenance (``model.config``).
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from factorflow import training
+from factorflow import top_n, training
 from factorflow.matrix import Triplets
 from factorflow.memory import ratings_per_chunk, spans, users_per_batch
 from factorflow.training import FactorParams, FitResult, TrainConfig
@@ -56,22 +55,6 @@ def _check_scale(clip: tuple[float, float]) -> tuple[float, float]:
     if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
         raise ValueError(f"clip must be a finite (min, max) with min <= max, got {clip}")
     return lo, hi
-
-
-@partial(jax.jit, static_argnames=("k",))
-def _top_k(params: FactorParams, users: jax.Array, exclude: jax.Array, k: int):
-    """Top-``k`` items ``([b, k] ids, [b, k] scores)`` of ``[b]`` users.
-
-    ``exclude`` is ``[b, n_items]`` bool; excluded items score -inf.
-    """
-    scores = (
-        params.mean
-        + params.user_bias[users][:, None]
-        + params.item_bias[None, :]
-        + params.user_factors[users] @ params.item_factors.T
-    )
-    scores = jnp.where(exclude, -jnp.inf, scores)
-    return jax.lax.top_k(scores, k)
 
 
 class FactorModel:
@@ -202,7 +185,8 @@ class FactorModel:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``N`` highest-scoring items for each user.
 
-        Users are scored in batches against every item. With
+        Users are scored in batches against every item, and each batch's
+        best items found by :func:`factorflow.top_n.top_k` (exact). With
         ``filter_already_liked`` the items each user has in ``seen`` score
         -inf and are never returned. The result always has ``N`` columns: where
         fewer than ``N`` items are left to recommend (``N > n_items``, or a user
@@ -245,10 +229,21 @@ class FactorModel:
         # instead of one compile per distinct request size.
         rows = _padded_size(b, batch_size)
         k = min(N, self.n_items)
-        seen_index = self._index_seen(seen) if (filter_already_liked and seen is not None) else None
+        seen_index = None
+        if filter_already_liked and seen is not None:
+            self._check_ids(np.asarray(seen.users), self.n_users, "seen users")
+            self._check_ids(np.asarray(seen.items), self.n_items, "seen items")
+            seen_index = top_n.index_seen(seen.users, seen.items, self.n_users)
+        items = top_n.block_items(self.params.mean, self.params.item_factors,
+                                  self.params.item_bias)
         for start, stop in spans(b, rows):
-            top_ids, top_scores = self._top_batch(userids[start:stop], rows, k, seen_index)
-            ids[start:stop, :k], scores[start:stop, :k] = top_ids, top_scores
+            batch = np.zeros(rows, np.int32)
+            batch[: stop - start] = userids[start:stop]
+            pairs = top_n.seen_pairs(seen_index, userids[start:stop], rows)
+            top_scores, top_ids = top_n.top_k(self.params.user_factors[batch],
+                                              self.params.user_bias[batch], items, *pairs, k=k)
+            ids[start:stop, :k] = np.asarray(top_ids)[: stop - start]
+            scores[start:stop, :k] = np.asarray(top_scores)[: stop - start]
             if progress is not None:
                 progress(stop)
         ids[~np.isfinite(scores)] = -1
@@ -256,42 +251,6 @@ class FactorModel:
         if scale is not None:
             np.clip(scores, *scale, out=scores, where=ids >= 0)
         return ids, scores
-
-    def _top_batch(self, chunk: np.ndarray, rows: int, k: int, seen_index) -> tuple:
-        """``(ids [n, k], scores [n, k])`` of the ``n <= rows`` users in ``chunk``.
-
-        The call gets ``rows`` users (the tail padded with user 0) and a
-        ``[rows, n_items]`` exclude mask, so every batch reuses one program.
-        """
-        n = chunk.shape[0]
-        padded = np.zeros(rows, np.int32)
-        padded[:n] = chunk
-        exclude = np.zeros((rows, self.n_items), bool)
-        if seen_index is not None:
-            exclude[self._seen_pairs(seen_index, chunk)] = True
-        top_scores, top_ids = _top_k(self._on_device(), padded, exclude, k=k)
-        return np.asarray(top_ids)[:n], np.asarray(top_scores)[:n]
-
-    def _index_seen(self, seen: Triplets) -> tuple[np.ndarray, np.ndarray]:
-        """``(bounds [n_users + 1], items [n])``: user u saw ``items[bounds[u]:bounds[u+1]]``."""
-        users = np.asarray(seen.users, np.int64)
-        items = np.asarray(seen.items, np.int64)
-        self._check_ids(users, self.n_users, "seen users")
-        self._check_ids(items, self.n_items, "seen items")
-        order = np.argsort(users, kind="stable")
-        bounds = np.searchsorted(users[order], np.arange(self.n_users + 1))
-        return bounds, items[order]
-
-    @staticmethod
-    def _seen_pairs(index: tuple[np.ndarray, np.ndarray], chunk: np.ndarray):
-        """``(rows, items)`` of every seen item of every user in ``chunk``."""
-        bounds, items = index
-        starts, counts = bounds[chunk], bounds[chunk + 1] - bounds[chunk]
-        rows = np.repeat(np.arange(chunk.shape[0]), counts)
-        # Position of each pair inside its user's run: a global arange minus the
-        # run's own offset in the concatenation.
-        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        return rows, items[np.repeat(starts, counts) + offsets]
 
     def save(self, path: str | Path) -> None:
         """Write the parameters, a format version and the training settings

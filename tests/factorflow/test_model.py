@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from factorflow import model as model_module
-from factorflow import training
+from factorflow import top_n, training
 from factorflow.matrix import Triplets
 from factorflow.model import FORMAT_VERSION, FactorModel
 from factorflow.training import FactorParams, TrainConfig
@@ -138,10 +138,10 @@ class TestRepeatedCallsDoNotRecompile:
     def test_recommend_same_batch_size(self):
         model = diagonal_model(6)
         model.recommend(np.array([0, 1, 2]), N=2)
-        size = model_module._top_k._cache_size()
+        size = top_n.top_k._cache_size()
         ids, _ = model.recommend(np.array([3, 4, 5]), N=2)
         model.recommend(np.array([5, 0, 1, 2]), N=2)  # 4 rows: the same padded shape
-        assert model_module._top_k._cache_size() == size
+        assert top_n.top_k._cache_size() == size
         np.testing.assert_array_equal(ids[:, 0], [3, 4, 5])
 
     def test_predict_pads_to_a_power_of_two(self):

@@ -36,7 +36,7 @@ with DAG(
         publish recorded it.
         """
         from factorflow.airflow.operators import resolve_warehouse
-        from factorflow.warehouse import materialize_recommendations
+        from factorflow.warehouse.duckdb import materialize_recommendations
 
         warehouse, schema = params["warehouse"], params["schema"]
         conn_id = params["warehouse_conn_id"]

@@ -42,7 +42,7 @@ with DAG(
     @task(task_id="plan")
     def plan(params=None) -> list[dict]:
         """One TrainConfig per candidate: the form's settings, overridden by the space."""
-        from factorflow.sweeps import plan_candidates
+        from factorflow.engine.sweeps import plan_candidates
 
         base = {name: params[name] for name in TRAIN_PARAMS}
         grid = plan_candidates(params["space"], search=params["search"],
@@ -64,7 +64,7 @@ with DAG(
     def pick(summaries) -> dict:
         """The candidate with the lowest validation RMSE, every candidate's directory, and the
         candidates' summed train seconds and largest peak RSS."""
-        from factorflow.sweeps import best_candidate
+        from factorflow.engine.sweeps import best_candidate
 
         summaries = list(summaries)
         best = best_candidate(summaries)

@@ -30,10 +30,10 @@ for key, value in {
     "JAX_PLATFORMS": "cpu",
     "GX_ANALYTICS_ENABLED": "false",
     # Confinement of trigger confs: tests keep warehouses in pytest's temporary
-    # folders and use the custom losses of tests/factorflow/custom_losses.py.
+    # folders and use the custom losses of tests/custom_losses.py.
     "FACTORFLOW_DATA_ROOTS": os.pathsep.join([tempfile.gettempdir(), str(ROOT / "data"),
                                               str(TEST_AIRFLOW_HOME)]),
-    "FACTORFLOW_LOSS_MODULES": "tests.factorflow.custom_losses",
+    "FACTORFLOW_LOSS_MODULES": "tests.custom_losses",
 }.items():
     os.environ.setdefault(key, value)
 
@@ -60,7 +60,7 @@ SMALL_DEMO = {"n_users": 400, "n_items": 300, "n_ratings": 24_000, "seed": 7}
 @pytest.fixture(scope="session")
 def small_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A DuckDB file holding ``raw.ratings`` from the demo generator (do not modify)."""
-    from factorflow.demo import write_demo_warehouse
+    from factorflow.warehouse.demo import write_demo_warehouse
 
     path = tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb"
     write_demo_warehouse(path, **SMALL_DEMO)
@@ -70,7 +70,7 @@ def small_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_ratings_parquet(small_warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small demo table extracted to Parquet."""
-    from factorflow.ratings import extract_ratings
+    from factorflow.stages.extract import extract_ratings
 
     out = tmp_path_factory.mktemp("extract")
     return Path(extract_ratings(small_warehouse, "raw.ratings", out)["path"])
@@ -79,8 +79,8 @@ def small_ratings_parquet(small_warehouse: Path, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def small_model(small_ratings_parquet: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Build + train on the small demo table: ``{"matrix_dir", "model_dir", "summary"}``."""
-    from factorflow.matrix import build_matrices
-    from factorflow.training_run import train_factors
+    from factorflow.stages.build import build_matrices
+    from factorflow.stages.train import train_factors
 
     root = tmp_path_factory.mktemp("model")
     matrix = build_matrices(small_ratings_parquet, root / "matrix", seed=0)

@@ -23,7 +23,7 @@ WORKERS = {"default_worker": "default", "gpu_worker": "gpu"}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from factorflow.demo import write_demo_warehouse
+    from factorflow.warehouse.demo import write_demo_warehouse
     from tests.stack import AirflowStack, redis_skip_reason
     from tests.warehouses import postgres_skip_reason
 
@@ -109,7 +109,7 @@ def test_a_triggered_run_trains_on_the_gpu_worker(stack):
         assert f"[{celery_ids[task]}] received" in default_log, task
         assert celery_ids[task] not in gpu_log, task
 
-    from factorflow.warehouse import latest_result
+    from factorflow.warehouse.duckdb import latest_result
 
     model = latest_result(stack.warehouse)["model"]
     assert model["dag_run_id"] == "it-celery"

@@ -61,7 +61,7 @@ NOT_RUN = {
                       "same path runs against the local PostgreSQL in "
                       "tests/dags/test_postgres_warehouse.py",
     "postgresql://user@host": "an example PostgreSQL URI; rollback on PostgreSQL is tested "
-                              "in tests/factorflow/test_versions.py",
+                              "in tests/test_versions.py",
     "airflow dags test tune_factorization": "a six-candidate sweep of the full demo; the same "
                                             "DAG runs end to end in "
                                             "tests/dags/test_tune_factorization.py",
@@ -172,7 +172,7 @@ def test_postgres_sql_blocks_print_what_they_quote(project):
     """The demo's model, published to the local PostgreSQL as the DAG would, then queried."""
     import psycopg
 
-    from factorflow.warehouse import publish_model
+    from factorflow.warehouse.duckdb import publish_model
     from tests.warehouses import PG_URI, postgres_skip_reason
 
     if reason := postgres_skip_reason():
@@ -273,7 +273,7 @@ UNION ALL
 def test_the_validation_report_is_what_validate_prints(project):
     import duckdb
 
-    from factorflow.checks import RatingsValidationError, validate_ratings
+    from factorflow.stages.validate import RatingsValidationError, validate_ratings
 
     [quoted] = [b for b in code_blocks() if b.text.startswith("ratings validation failed")]
     path = project["root"] / "extract" / "ratings.parquet"

@@ -34,7 +34,7 @@ SECTIONS = {"factorize_ratings": ["Data", "Model", "Gradient optimizers only", "
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from factorflow.demo import write_demo_warehouse
+    from factorflow.warehouse.demo import write_demo_warehouse
     from tests.stack import AirflowStack
     from tests.warehouses import postgres_skip_reason
 

@@ -140,19 +140,19 @@ class TestLosses:
 
     def test_no_prefixes_only_built_in(self):
         assert re.search(loss_pattern(()), "absolute")
-        assert not re.search(loss_pattern(()), "tests.factorflow.custom_losses:weighted_squared")
+        assert not re.search(loss_pattern(()), "tests.custom_losses:weighted_squared")
         with pytest.raises(Refused, match="custom losses are off until FACTORFLOW_LOSS_MODULES"):
-            check_loss("loss", "tests.factorflow.custom_losses:weighted_squared", ())
+            check_loss("loss", "tests.custom_losses:weighted_squared", ())
 
     def test_the_worker_refuses_what_a_differently_set_parse_allowed(self, monkeypatch):
         assert re.search(loss_pattern(loss_modules({"FACTORFLOW_LOSS_MODULES": "os"})),
                          "os:system")
-        monkeypatch.setenv("FACTORFLOW_LOSS_MODULES", "tests.factorflow.custom_losses")
+        monkeypatch.setenv("FACTORFLOW_LOSS_MODULES", "tests.custom_losses")
         with pytest.raises(Refused, match=r"param loss: 'os:system' is not allowed.*"
                                           r"tests\.factorflow\.custom_losses.*add its module "
                                           r"prefix to FACTORFLOW_LOSS_MODULES on the workers"):
             check_loss("loss", "os:system")
-        check_loss("loss", "tests.factorflow.custom_losses:weighted_squared")
+        check_loss("loss", "tests.custom_losses:weighted_squared")
         check_loss("loss", None)  # the engine's default
         with pytest.raises(Refused):
             check_loss("loss", ["os:system"])

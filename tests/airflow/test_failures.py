@@ -35,7 +35,7 @@ class TestTransient:
         assert no_retry(exc) is None
 
     def test_the_publishers_lock_timeout(self, locked_duckdb):
-        from factorflow.warehouse import WarehouseLockedError, connect_for_write
+        from factorflow.warehouse.duckdb import WarehouseLockedError, connect_for_write
 
         exc = _raised(connect_for_write, locked_duckdb, timeout=0.3, first_wait=0.1)
         assert isinstance(exc, WarehouseLockedError) and classify(exc) == "transient"
@@ -43,7 +43,7 @@ class TestTransient:
     def test_a_refused_postgres_connection(self):
         import psycopg
 
-        from factorflow.postgres import transaction
+        from factorflow.warehouse.postgres import transaction
 
         exc = _raised(psycopg.connect, "postgresql://postgres@127.0.0.1:1/test", connect_timeout=3)
         assert classify(exc) == "transient"
@@ -89,7 +89,7 @@ class TestMemory:
     def test_the_engines_own_out_of_memory_error_keeps_its_advice(self):
         import jax.numpy as jnp
 
-        from factorflow.memory import memory_guard
+        from factorflow.engine.memory import memory_guard
 
         def fit():
             with memory_guard("fitting the model"):
@@ -104,8 +104,8 @@ class TestMemory:
 
 class TestDeterministic:
     def test_a_diverging_loss_and_a_refused_setting(self, small_model, tmp_path):
-        from factorflow.training import TrainingDivergedError
-        from factorflow.training_run import train_factors
+        from factorflow.engine.gradient.fit import TrainingDivergedError
+        from factorflow.stages.train import train_factors
 
         diverged = _raised(train_factors, small_model["matrix_dir"], tmp_path / "a", rank=4,
                            epochs=3, optimizer="sgd", learning_rate=10.0)

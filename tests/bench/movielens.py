@@ -37,7 +37,7 @@ def find_folds(data_dir: Path, n_folds: int) -> list[tuple[str, str, str]] | Non
 
 def _factorflow_command() -> list[str]:
     script = Path(sys.executable).parent / "factorflow"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "factorflow.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "factorflow.cli.main"]
 
 
 def warm_up(folds: list[tuple[str, str, str]], timeout: float) -> dict[str, Any]:

@@ -232,7 +232,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from factorflow.resources import memory_limit_bytes
+    from factorflow.stages.resources import memory_limit_bytes
 
     args = parse_args(argv)
     sizes = args.sizes + (["100M"] if args.huge else [])

@@ -1,6 +1,6 @@
 """A large synthetic ratings set (MovieLens-25M-sized by default), generated vectorized.
 
-``factorflow.demo.generate_ratings`` draws with ``rng.choice(p=...)`` and
+``factorflow.warehouse.demo.generate_ratings`` draws with ``rng.choice(p=...)`` and
 re-uniques an oversampled key set in a loop, which is slow and several GB at
 25M. Here users and items are drawn by inverse CDF (one ``searchsorted`` per
 side), duplicate pairs are dropped by one sort, and the ratings

@@ -4,7 +4,7 @@ Runs in the project venv as a child process and prints one JSON object::
 
     python -m tests.bench.throughput --ratings 1000000 --rank 64 --epochs 10
 
-factorflow: ``training.fit`` with default settings except rank and epochs; its
+factorflow: ``fit.fit`` with default settings except rank and epochs; its
 rate is the median of the history's ``ratings_per_s`` over the epochs after
 the first (which compiles). The peer, written here, is the straightforward
 full-batch program: gather ``P[u]``, ``Q[i]``, mean squared error plus L2 on
@@ -27,9 +27,9 @@ from tests.bench.common import progress, self_peak_rss_bytes
 
 
 def synthetic_triplets(n_users: int, n_items: int, n_ratings: int, seed: int):
-    """``(Triplets, n_users, n_items)`` from ``factorflow.demo.generate_ratings``."""
-    from factorflow.demo import generate_ratings
-    from factorflow.matrix import Triplets
+    """``(Triplets, n_users, n_items)`` from ``factorflow.warehouse.demo.generate_ratings``."""
+    from factorflow.warehouse.demo import generate_ratings
+    from factorflow.engine.triplets import Triplets
 
     data = generate_ratings(n_users=n_users, n_items=n_items, n_ratings=n_ratings, seed=seed)
     users = (data["user_id"] - 1001).astype(np.int32)  # generate_ratings offsets its ids
@@ -38,12 +38,12 @@ def synthetic_triplets(n_users: int, n_items: int, n_ratings: int, seed: int):
 
 
 def factorflow_rate(train, n_users: int, n_items: int, rank: int, epochs: int) -> dict[str, Any]:
-    """Engine throughput: per-epoch ratings/s from ``training.fit``'s history."""
-    from factorflow import training
+    """Engine throughput: per-epoch ratings/s from ``fit.fit``'s history."""
+    from factorflow.engine.gradient import fit
 
     # The gradient engine (the naive peer is a gradient step too): full-batch Adam, COO.
-    config = training.TrainConfig(rank=rank, epochs=epochs, optimizer="adam", representation="sparse")
-    result = training.fit(train, n_users=n_users, n_items=n_items, config=config,
+    config = fit.TrainConfig(rank=rank, epochs=epochs, optimizer="adam", representation="sparse")
+    result = fit.fit(train, n_users=n_users, n_items=n_items, config=config,
                           log=progress)
     rates = [h["ratings_per_s"] for h in result.history]
     ends = [0.0] + [h["seconds"] for h in result.history]

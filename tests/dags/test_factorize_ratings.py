@@ -37,7 +37,7 @@ def monkeypatch_module():
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory):
-    from factorflow.demo import write_demo_warehouse
+    from factorflow.warehouse.demo import write_demo_warehouse
 
     path = tmp_path_factory.mktemp("e2e") / "warehouse.duckdb"
     write_demo_warehouse(path, **SMALL_DEMO)
@@ -163,7 +163,7 @@ def test_airflow_cli_runs_the_dag(tmp_path):
     import os
     import subprocess
 
-    from factorflow.demo import write_demo_warehouse
+    from factorflow.warehouse.demo import write_demo_warehouse
 
     warehouse = tmp_path / "cli.duckdb"
     write_demo_warehouse(warehouse, **SMALL_DEMO)

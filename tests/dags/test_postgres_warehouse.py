@@ -30,7 +30,7 @@ def dags(tmp_path, monkeypatch):
 
 
 def test_the_dag_runs_on_a_postgres_warehouse(dags, postgres_backend):
-    from factorflow.demo import write_demo_warehouse
+    from factorflow.warehouse.demo import write_demo_warehouse
 
     pg = postgres_backend
     write_demo_warehouse(PG_URI, table=f"{pg.schema}.ratings", **SMALL_DEMO)
@@ -85,7 +85,7 @@ def test_a_connection_of_another_type_fails_at_once_naming_it(dags, monkeypatch,
 
 
 def test_a_postgres_source_can_feed_a_duckdb_warehouse(dags, postgres_backend, tmp_path):
-    from factorflow.demo import write_demo_warehouse
+    from factorflow.warehouse.demo import write_demo_warehouse
     from tests.warehouses import Backend
 
     pg = postgres_backend

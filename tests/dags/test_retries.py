@@ -3,7 +3,7 @@
 A train conf whose loss diverges, or one the engine refuses although the form's
 schema allows it, fails after one try, with a message saying what to change
 (out of memory is classified the same way: tests/airflow/test_failures.py with
-real XLA and NumPy allocation failures, tests/factorflow/test_training_run.py
+real XLA and NumPy allocation failures, tests/stages/test_train.py
 with the engine's own); a DuckDB file locked by another process and a
 PostgreSQL server that refuses connections are retried (and a retry succeeds
 once the lock is gone).

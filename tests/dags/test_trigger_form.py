@@ -40,7 +40,7 @@ def test_every_param_is_typed_described_and_bounded(dags):
 
 
 def test_names_come_from_the_engines_registry(dags):
-    from factorflow.registry import LOSS_NAMES, OPTIMIZER_NAMES
+    from factorflow.choices import LOSS_NAMES, OPTIMIZER_NAMES
 
     params = _schemas(dags["factorize_ratings"])
     assert params["optimizer"].schema["enum"] == list(OPTIMIZER_NAMES)

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from factorflow.paths import PROJECT_DIR
-from factorflow.ratings import file_reader
-from factorflow.registry import LOSS_NAMES
+from factorflow.stages.extract import file_reader
+from factorflow.choices import LOSS_NAMES
 
 DATA_ROOTS = "FACTORFLOW_DATA_ROOTS"
 LOSS_MODULES = "FACTORFLOW_LOSS_MODULES"
@@ -123,7 +123,7 @@ def check_source(param: str, source: str, roots: Sequence[Path] | None = None) -
     """Refuse a file source outside the data roots; a ``schema.table`` name passes.
 
     A source is a file when the library reads it as one
-    (:func:`factorflow.ratings.file_reader`), whatever the connection.
+    (:func:`factorflow.stages.extract.file_reader`), whatever the connection.
     """
     if file_reader(source) is not None:
         check_path(param, source, roots)

@@ -72,10 +72,10 @@ def memory_message(exc: BaseException, *, stage: str, meter: Any = None,
                    rank: Any = None) -> str:
     """What ran out, how much the stage held, and what to change.
 
-    The engine's ``factorflow.memory.OutOfMemoryError`` already names the step
+    The engine's ``factorflow.engine.memory.OutOfMemoryError`` already names the step
     that ran out and what to change; its message is kept as it is.
     """
-    from factorflow.resources import MB, memory_limit_bytes
+    from factorflow.stages.resources import MB, memory_limit_bytes
 
     held = ""
     if meter is not None:
@@ -98,7 +98,7 @@ def no_retry(exc: BaseException, *, stage: str = "", meter: Any = None,
     Args:
         exc: what the stage raised.
         stage: the stage's name, for the message.
-        meter: the stage's :class:`~factorflow.resources.ResourceMeter`, for its peak.
+        meter: the stage's :class:`~factorflow.stages.resources.ResourceMeter`, for its peak.
         rank: the model's rank, named in the out-of-memory advice.
     """
     from airflow.sdk.exceptions import AirflowFailException

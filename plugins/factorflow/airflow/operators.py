@@ -75,7 +75,7 @@ class _StageOperator(BaseOperator):
     pushed under its own key (as TaskFlow's ``multiple_outputs`` does), so the
     DAG can wire ``extract.output["path"]`` straight into the next operator.
     It gains the stage's wall time (``seconds``) and peak resident memory
-    (``peak_rss_mb``, :class:`factorflow.resources.ResourceMeter`).
+    (``peak_rss_mb``, :class:`factorflow.stages.resources.ResourceMeter`).
 
     A failure the same inputs would repeat (out of memory, a ValueError such as
     bad data, a refused setting or a diverging loss) fails the task without
@@ -88,7 +88,7 @@ class _StageOperator(BaseOperator):
     def _run(self, context: "Context", fn: Callable[..., dict[str, Any]], *args: Any,
              **kwargs: Any) -> dict[str, Any]:
         from factorflow.airflow.failures import no_retry
-        from factorflow.resources import ResourceMeter
+        from factorflow.stages.resources import ResourceMeter
 
         meter = ResourceMeter()
         try:
@@ -140,7 +140,7 @@ class ExtractRatingsOperator(_StageOperator):
 
     def execute(self, context: "Context") -> dict[str, Any]:
         from factorflow.airflow.confinement import check_source
-        from factorflow.ratings import extract_ratings
+        from factorflow.stages.extract import extract_ratings
 
         # a file source is read directly, whatever the connection: check it first
         fail_fast(check_source, "source_table", self.source_table)
@@ -171,7 +171,7 @@ class ValidateRatingsOperator(_StageOperator):
         self.min_rows = min_rows
 
     def execute(self, context: "Context") -> dict[str, Any]:
-        from factorflow.checks import validate_ratings
+        from factorflow.stages.validate import validate_ratings
 
         # A RatingsValidationError (bad data) fails the task once with its report:
         # _run treats every ValueError as deterministic, so it is not retried.
@@ -202,7 +202,7 @@ class BuildMatricesOperator(_StageOperator):
         self.seed = seed
 
     def execute(self, context: "Context") -> dict[str, Any]:
-        from factorflow.matrix import build_matrices
+        from factorflow.stages.build import build_matrices
 
         out = run_dir(self.artifacts_dir, context) / "matrix"
         return self._run(context, build_matrices, self.ratings_path, out,
@@ -251,7 +251,7 @@ class TrainFactorsOperator(_StageOperator):
 
     def execute(self, context: "Context") -> dict[str, Any]:
         from factorflow.airflow.confinement import check_loss
-        from factorflow.training_run import train_factors
+        from factorflow.stages.train import train_factors
 
         fail_fast(check_loss, "loss", self.train_config.get("loss"))  # before importing it
         map_index = getattr(context["ti"], "map_index", -1)
@@ -305,7 +305,7 @@ class PublishFactorsOperator(_StageOperator):
         self.candidates = candidates
 
     def execute(self, context: "Context") -> dict[str, Any]:
-        from factorflow.warehouse import publish_model
+        from factorflow.warehouse.duckdb import publish_model
 
         target = resolve_warehouse(self.warehouse, self.warehouse_conn_id)
         info = {"dag_id": context["dag"].dag_id, "dag_run_id": context["run_id"],

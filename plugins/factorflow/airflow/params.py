@@ -19,11 +19,11 @@ from typing import Any
 from airflow.sdk import Param
 
 from factorflow.airflow.confinement import loss_choices, loss_modules, loss_pattern
-from factorflow.defaults import TRAIN_DEFAULTS
-from factorflow.identifiers import IDENTIFIER_PATTERN as IDENTIFIER
-from factorflow.identifiers import TABLE_PATTERN as TABLE
+from factorflow.choices import TRAIN_DEFAULTS
+from factorflow.warehouse.identifiers import IDENTIFIER_PATTERN as IDENTIFIER
+from factorflow.warehouse.identifiers import TABLE_PATTERN as TABLE
 from factorflow.paths import default_warehouse
-from factorflow.registry import LOSS_NAMES, OPTIMIZER_NAMES
+from factorflow.choices import LOSS_NAMES, OPTIMIZER_NAMES
 
 #: The form's sections, in the order a person fills them in.
 DATA, SWEEP, MODEL, GRADIENT, PUBLISHING = (

@@ -39,7 +39,7 @@ def _warehouse() -> tuple[str, str]:
 
 
 def _runs() -> list[dict[str, Any]]:
-    from factorflow.catalog import list_runs
+    from factorflow.cli.catalog import list_runs
 
     warehouse, schema = _warehouse()
     try:
@@ -117,7 +117,7 @@ def create_app() -> FastAPI:
 
     @app.get("/curve.png")
     def curve(model_id: str = Query(..., max_length=500)) -> Response:
-        from factorflow.catalog import run_curve
+        from factorflow.cli.catalog import run_curve
 
         warehouse, schema = _warehouse()
         try:

@@ -1,0 +1,5 @@
+"""``python -m factorflow.cli``: the ``factorflow`` command."""
+
+from factorflow.cli.main.main import main
+
+raise SystemExit(main())

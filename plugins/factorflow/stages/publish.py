@@ -1,0 +1,217 @@
+"""A trained model's tables, staged as Arrow for any warehouse back end.
+
+The publish stage reads the train and build artifacts once into these tables;
+each back end (DuckDB, PostgreSQL) then writes them in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+#: model_runs columns filled from the train stage's metrics (same names).
+METRIC_COLUMNS = (
+    "rank", "epochs_run", "best_epoch", "train_rmse", "train_mae", "valid_rmse",
+    "valid_mae", "baseline_valid_rmse", "baseline_valid_mae", "fit_seconds",
+    "ratings_per_second",
+)
+
+
+class StagedModel(NamedTuple):
+    """One model, ready to publish.
+
+    Attributes:
+        model_id: the key its rows are stored under.
+        users: Arrow table ``(id, bias FLOAT, factors LIST<FLOAT>)``, one row per user.
+        items: the same for items, plus ``n_ratings`` (INT64) and ``mean_rating``
+            (DOUBLE, null without ratings) over the training ratings the model
+            was fit on: what the cold-start lists rank by.
+        predictions: Arrow table ``(user_id, item_id, score, rank)``, top-N per user.
+        run: the ``model_runs`` row (JSON columns as JSON text).
+        metrics: the train stage's metrics (valid_rmse, baseline_valid_rmse, ...).
+        candidates: ``model_runs`` rows of a sweep's candidates (no factors),
+            each with ``candidate_of`` = ``model_id``.
+    """
+
+    model_id: str
+    users: Any
+    items: Any
+    predictions: Any
+    run: dict[str, Any]
+    metrics: dict[str, Any]
+    candidates: tuple[dict[str, Any], ...] = ()
+
+    def id_kind(self, which: str) -> str:
+        """``"integer"`` or ``"string"``: the kind of the user or item ids."""
+        import pyarrow as pa
+
+        arrow_type = (self.users if which == "user" else self.items).schema.field("id").type
+        if pa.types.is_integer(arrow_type):
+            return "integer"
+        if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+            return "string"
+        raise ValueError(f"unsupported {which} id type {arrow_type}: ids must be integers or strings")
+
+    @property
+    def width(self) -> int:
+        """Factor columns per user/item (``rank``; ``rank x samples`` for Gibbs)."""
+        return len(self.users["factors"][0]) if self.users.num_rows else 0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe row counts and headline metrics."""
+        return {"model_id": self.model_id, "user_factors": self.users.num_rows,
+                "item_factors": self.items.num_rows, "predictions": self.predictions.num_rows,
+                "valid_rmse": self.metrics.get("valid_rmse"),
+                "baseline_valid_rmse": self.metrics.get("baseline_valid_rmse")}
+
+
+def _factor_table(ids: Any, bias: np.ndarray, factors: np.ndarray) -> Any:
+    """Arrow table ``(id, bias, factors LIST<FLOAT>)`` without copying the factors."""
+    import pyarrow as pa
+
+    n, rank = factors.shape
+    flat = pa.array(np.ascontiguousarray(factors, np.float32).reshape(-1))
+    offsets = pa.array(np.arange(0, (n + 1) * rank, rank, dtype=np.int32))
+    return pa.table({
+        "id": ids,
+        "bias": pa.array(np.asarray(bias, np.float32)),
+        "factors": pa.ListArray.from_arrays(offsets, flat),
+    })
+
+
+def _item_statistics(train_path: Path, n_items: int) -> tuple[Any, Any]:
+    """Arrow ``(n_ratings [n_items] int64, mean_rating [n_items] float64)`` of the train split.
+
+    Counted at publish time from the build stage's ``train.npz`` (the ratings
+    the model was fit on), so a kept model's popularity lists need nothing but
+    its own rows. An item without training ratings has count 0 and a null mean.
+    """
+    import pyarrow as pa
+
+    from factorflow.engine.triplets import Triplets
+
+    train = Triplets.load(train_path)
+    counts = np.bincount(train.items, minlength=n_items)
+    sums = np.bincount(train.items, weights=train.ratings.astype(np.float64), minlength=n_items)
+    means = np.divide(sums, counts, out=np.zeros(n_items), where=counts > 0)
+    return (pa.array(counts.astype(np.int64)),
+            pa.array(means, mask=counts == 0))
+
+
+def _prediction_table(user_ids: Any, item_ids: Any, top_items: np.ndarray,
+                      top_scores: np.ndarray) -> Any:
+    """Long Arrow table of the top-N lists; padding slots (item -1) are dropped."""
+    import pyarrow as pa
+
+    n_users, n = top_items.shape
+    keep = top_items.reshape(-1) >= 0
+    users = np.repeat(np.arange(n_users), n)[keep]
+    return pa.table({
+        "user_id": user_ids.take(pa.array(users)),
+        "item_id": item_ids.take(pa.array(top_items.reshape(-1)[keep])),
+        "score": pa.array(top_scores.reshape(-1)[keep].astype(np.float32)),
+        "rank": pa.array(np.tile(np.arange(1, n + 1, dtype=np.int32), n_users)[keep]),
+    })
+
+
+def stage_figures(timings: Mapping[str, Any]) -> dict[str, str]:
+    """The ``timings`` and ``peak_rss_mb`` columns (JSON text, stage -> number) of a run.
+
+    Args:
+        timings: stage -> ``{"seconds": s, "peak_rss_mb": mb}`` as the DAGs pass
+            it, or stage -> seconds (an earlier caller's form: no peaks).
+    """
+    seconds, peaks = {}, {}
+    for stage, figures in timings.items():
+        if isinstance(figures, Mapping):
+            seconds[stage], peaks[stage] = figures.get("seconds"), figures.get("peak_rss_mb")
+        else:
+            seconds[stage] = figures
+    return {"timings": json.dumps(seconds, sort_keys=True),
+            "peak_rss_mb": json.dumps(peaks, sort_keys=True)}
+
+
+def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
+             model_dir: Path, candidate_of: str | None = None) -> tuple[dict[str, Any], dict]:
+    """The ``model_runs`` row of one trained model, and its metrics."""
+    from factorflow.stages.train import METRICS_FILE, MODEL_FILE
+
+    metrics = json.loads((model_dir / METRICS_FILE).read_text())
+    with np.load(model_dir / MODEL_FILE, allow_pickle=False) as m:
+        global_mean = float(m["mean"])
+    config = metrics.get("config", {})
+    params = dict(info.get("params", {}))
+    if candidate_of is not None:  # a candidate's params: the run's, with its own settings
+        params.update(config)
+    return {
+        "model_id": model_id,
+        "dag_id": info.get("dag_id"),
+        "dag_run_id": info.get("dag_run_id"),
+        "source_table": info.get("source_table"),
+        "params": json.dumps(params, sort_keys=True, default=str),
+        "n_users": counts["n_users"],
+        "n_items": counts["n_items"],
+        "n_ratings": counts["n_ratings"],
+        "n_train": counts["n_train"],
+        "n_valid": counts["n_valid"],
+        **{c: metrics.get(c) for c in METRIC_COLUMNS},
+        "loss": str(config.get("loss", "squared")),
+        "optimizer": config.get("optimizer"),
+        **stage_figures(info.get("timings", {})),
+        "history": json.dumps(metrics.get("history", [])),
+        "global_mean": global_mean,
+        "candidate_of": candidate_of,
+    }, metrics
+
+
+def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
+                run_info: Mapping[str, Any] | None = None,
+                candidates: Sequence[str | Path] = ()) -> StagedModel:
+    """Read the train and build artifacts into publishable tables.
+
+    Args:
+        model_id: the model's key.
+        model_dir: output of the train stage (``model.npz``, ``metrics.json``,
+            ``recommendations.npz``).
+        matrix_dir: output of the build stage (id maps, counts, and the
+            training ratings the item statistics are counted from).
+        run_info: ``dag_id``, ``dag_run_id``, ``source_table``, ``params`` (dict)
+            and ``timings`` (dict, see :func:`stage_figures`) to record in ``model_runs``.
+        candidates: train-stage output directories of a sweep's candidates
+            (the published one included), recorded as ``<model_id>/candidate-<k>``.
+
+    Raises:
+        ValueError: the factors hold NaN or infinity (never published), or the
+            ids are neither integers nor strings.
+    """
+    import pyarrow.parquet as pq
+
+    from factorflow.stages.build import ITEMS_FILE, SUMMARY_FILE, TRAIN_FILE, USERS_FILE
+    from factorflow.stages.train import MODEL_FILE, RECOMMENDATIONS_FILE
+
+    model_dir, matrix_dir = Path(model_dir), Path(matrix_dir)
+    info = dict(run_info or {})
+    counts = json.loads((matrix_dir / SUMMARY_FILE).read_text())
+    run, metrics = _run_row(model_id, info, counts, model_dir)
+    candidate_runs = tuple(_run_row(f"{model_id}/candidate-{k}", info, counts, Path(d),
+                                    candidate_of=model_id)[0] for k, d in enumerate(candidates))
+    user_ids = pq.read_table(matrix_dir / USERS_FILE)["user_id"].combine_chunks()
+    item_ids = pq.read_table(matrix_dir / ITEMS_FILE)["item_id"].combine_chunks()
+    with np.load(model_dir / MODEL_FILE, allow_pickle=False) as m:
+        users = _factor_table(user_ids, m["user_bias"], m["user_factors"])
+        items = _factor_table(item_ids, m["item_bias"], m["item_factors"])
+    for name, column in zip(("n_ratings", "mean_rating"),
+                            _item_statistics(matrix_dir / TRAIN_FILE, items.num_rows)):
+        items = items.append_column(name, column)
+    with np.load(model_dir / RECOMMENDATIONS_FILE, allow_pickle=False) as rec:
+        predictions = _prediction_table(user_ids, item_ids, rec["items"], rec["scores"])
+    for name, table in (("user", users), ("item", items)):
+        values = table["factors"].combine_chunks().flatten().to_numpy()
+        if not (np.isfinite(values).all() and np.isfinite(table["bias"].to_numpy()).all()):
+            raise ValueError(f"model {model_id} has non-finite {name} factors; refusing to publish")
+    staged = StagedModel(model_id, users, items, predictions, run, metrics, candidate_runs)
+    staged.id_kind("user"), staged.id_kind("item")  # refuse other id types up front
+    return staged

@@ -1,0 +1,322 @@
+"""Gibbs-sampled BPMF: autodiff normal equations, the averaged model, fits, errors."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from factorflow.engine.gibbs import layout
+from factorflow.engine.gibbs.averaging import KEEP_ENERGY, best_rank_factors
+from factorflow.engine.gibbs.sampler import (
+    TRACES,
+    GibbsConfig,
+    average_samples,
+    bucket,
+    fit_gibbs,
+    kept_stride,
+    kept_sweeps,
+    row_normal_equations,
+)
+from factorflow.engine.metrics import fit_baseline, predict_baseline, rmse
+from factorflow.engine.losses import resolve_loss
+from factorflow.engine.triplets import Triplets
+from factorflow.engine.model import FactorModel
+from factorflow.engine.gradient.fit import FitResult, TrainingDivergedError, predict
+from tests.conftest import SHARED_DATA
+from tests.helpers import synthetic
+
+unit = pytest.mark.unit  # every test but the MovieLens one (integration)
+
+# Three users and two items past the data: rows that must come out all zero.
+N_USERS, N_ITEMS, EXTRA_U, EXTRA_I = 60, 50, 3, 2
+# keep_energy=None: the exact average of the samples (the cut is tested on its own).
+CONFIG = GibbsConfig(rank=4, sweeps=12, burn_in=2, max_samples=4, seed=3, keep_energy=None)
+N_KEPT = len(kept_sweeps(CONFIG.sweeps, CONFIG.burn_in, CONFIG.max_samples))  # 2: sweeps 6, 10
+
+
+def np_predict(params, users, items):
+    return np.asarray(predict(params, users, items))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(n_users=N_USERS, n_items=N_ITEMS, n=1500)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    train, valid = data
+    lines, seen = [], []
+    result = fit_gibbs(train, n_users=N_USERS + EXTRA_U, n_items=N_ITEMS + EXTRA_I, valid=valid,
+                       config=CONFIG, log=lines.append,
+                       on_epoch=lambda t, p: seen.append((t, p.user_factors.shape)))
+    return result, lines, seen
+
+
+@unit
+@pytest.mark.parametrize("loss, half_weight", [("squared", 1.0), ("huber", 0.5)])
+def test_autodiff_normal_equations_are_the_als_ones(loss, half_weight):
+    """H = Σ f fᵀ, g = Σ (pred - r) f (f = [q_j, 1]) for squared error, at 0 and elsewhere.
+
+    Huber (½ r² near the target, all residuals below its delta here) is half of that.
+    """
+    rng = np.random.default_rng(0)
+    rank, n_rows, n_other, n = 3, 5, 7, 23
+    rows, cols = rng.integers(0, n_rows - 1, n), rng.integers(0, n_other, n)  # last row: no data
+    # Small values keep every residual below Huber's delta (1): its quadratic part.
+    vals = rng.uniform(2.8, 3.2, n).astype(np.float32)
+    other = rng.uniform(-0.1, 0.1, (n_other, rank + 1)).astype(np.float32)
+    # Chunks of 3 ratings: most rows span several; padding chunks too (16 in all).
+    layout = layout.chunk_layout(rows, cols, vals, n_rows, 16, 3, 3.0)
+    fn = jax.jit(partial(row_normal_equations, n_rows=n_rows, rank=rank,
+                         loss=resolve_loss(loss)))
+    for x0 in (np.zeros((n_rows, rank + 1), np.float32),
+               rng.uniform(-0.1, 0.1, (n_rows, rank + 1)).astype(np.float32)):
+        h, g = (np.asarray(a, np.float64) for a in fn(other, x0, 3.0, *layout[:4]))
+        f = np.concatenate([other[cols, :rank], np.ones((n, 1))], 1)
+        pred = 3.0 + np.sum(x0[rows] * f, 1) + other[cols, rank]
+        want_h, want_g = np.zeros((n_rows, rank + 1, rank + 1)), np.zeros((n_rows, rank + 1))
+        np.add.at(want_h, rows, f[:, :, None] * f[:, None, :])
+        np.add.at(want_g, rows, (pred - vals)[:, None] * f)
+        np.testing.assert_allclose(h, half_weight * want_h, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(g, half_weight * want_g, rtol=1e-5, atol=1e-5)
+        assert not h[-1].any() and not g[-1].any()
+
+
+@unit
+def test_averaged_params_predict_the_sample_average():
+    rng = np.random.default_rng(1)
+    s, rank, n_u, n_i = 3, 2, 5, 4
+    us, its = rng.normal(size=(s, n_u, rank + 1)), rng.normal(size=(s, n_i, rank + 1))
+    has_u, has_i = np.array([1, 1, 0, 1, 1]), np.array([1, 0, 1, 1])
+    params = average_samples(3.5, us, its, has_u, has_i)
+    assert params.user_factors.shape == (n_u, s * rank)
+    assert params.item_factors.shape == (n_i, s * rank)
+    users, items = np.repeat(np.arange(n_u), n_i), np.tile(np.arange(n_i), n_u)
+    us, its = us * has_u[None, :, None], its * has_i[None, :, None]
+    each = 3.5 + us[:, users, rank] + its[:, items, rank] + np.sum(
+        us[:, users, :rank] * its[:, items, :rank], -1)
+    np.testing.assert_allclose(np_predict(params, users, items), each.mean(0), rtol=1e-5, atol=1e-5)
+    assert not params.user_factors[2].any() and params.user_bias[2] == 0
+
+
+class TestBestRankFactors:
+    """The cut of the averaged model: Eckart–Young's best rank-k product, k by energy."""
+
+    @unit
+    @pytest.mark.parametrize("keep", [1.0, KEEP_ENERGY, 0.99, 0.8])
+    def test_best_rank_k_with_the_fewest_columns_keeping_the_energy(self, keep):
+        rng = np.random.default_rng(2)
+        # 6 samples of a rank-3 model: a shared part plus sample noise, 18 columns
+        shared_u, shared_i = rng.normal(size=(40, 3)), rng.normal(size=(30, 3))
+        u = np.concatenate([shared_u + 0.2 * rng.normal(size=(40, 3)) for _ in range(6)], 1)
+        v = np.concatenate([shared_i + 0.2 * rng.normal(size=(30, 3)) for _ in range(6)], 1)
+        cut_u, cut_v = best_rank_factors(u, v, keep_energy=keep)
+        k = cut_u.shape[1]
+        assert cut_v.shape == (30, k) and 1 <= k <= 18
+        sigma = np.linalg.svd(u @ v.T, compute_uv=False)
+        energy = np.cumsum(sigma**2) / np.sum(sigma**2)
+        assert energy[k - 1] >= keep - 1e-12 and (k == 1 or energy[k - 2] < keep)
+        tail = np.sum(sigma[k:] ** 2)
+        error = np.sum((u @ v.T - cut_u @ cut_v.T) ** 2)
+        assert error == pytest.approx(tail, rel=1e-6, abs=1e-9 * np.sum(sigma**2))
+        if keep < 1:
+            assert k < 18
+
+    @unit
+    def test_identical_samples_cut_to_the_rank_exactly_and_zero_factors_to_one_column(self):
+        rng = np.random.default_rng(3)
+        p, q = rng.normal(size=(9, 2)), rng.normal(size=(7, 2))
+        u, v = np.tile(p, 5) / np.sqrt(5), np.tile(q, 5) / np.sqrt(5)
+        cut_u, cut_v = best_rank_factors(u, v, keep_energy=1.0)
+        assert cut_u.shape == (9, 2)
+        np.testing.assert_allclose(cut_u @ cut_v.T, p @ q.T, atol=1e-12)
+        cut_u, cut_v = best_rank_factors(np.zeros((4, 6)), v[:, :6], keep_energy=KEEP_ENERGY)
+        assert cut_u.shape == (4, 1) and not cut_u.any() and not (cut_u @ cut_v.T).any()
+        with pytest.raises(ValueError, match="keep_energy"):
+            best_rank_factors(u, v, keep_energy=0.0)
+
+    @unit
+    def test_the_default_fit_publishes_the_cut_average(self, data, fitted):
+        """Same chain, default keep_energy: biases as exact; factors the best cut of the average."""
+        train, valid = data
+        full = fitted[0].params
+        cut = fit_gibbs(train, n_users=N_USERS + EXTRA_U, n_items=N_ITEMS + EXTRA_I,
+                        valid=valid, config=CONFIG._replace(keep_energy=GibbsConfig().keep_energy))
+        assert GibbsConfig().keep_energy == KEEP_ENERGY
+        assert cut.params.user_factors.shape[1] < full.user_factors.shape[1]
+        assert cut.params.item_factors.shape[1] == cut.params.user_factors.shape[1]
+        for name in ("mean", "user_bias", "item_bias"):
+            np.testing.assert_allclose(getattr(cut.params, name), getattr(full, name), rtol=1e-6)
+        exact = full.user_factors.astype(np.float64) @ full.item_factors.T.astype(np.float64)
+        approx = cut.params.user_factors @ cut.params.item_factors.T
+        assert np.sum((exact - approx) ** 2) <= (1 - KEEP_ENERGY) * np.sum(exact**2) * 1.01
+        assert not cut.params.user_factors[N_USERS:].any()  # rows without data stay zero
+        # the history scores the exact average either way
+        assert [h["valid_rmse"] for h in cut.history] == pytest.approx(
+            [h["valid_rmse"] for h in fitted[0].history], abs=1e-7)
+
+
+@unit
+def test_kept_sweeps_and_buckets():
+    assert list(kept_sweeps(60, 2, 16)) == list(range(6, 59, 4))     # stride 4: 14 samples
+    assert list(kept_sweeps(6, 2, 16)) == [3, 4, 5, 6]
+    assert list(kept_sweeps(18, 2, 16)) == list(range(3, 19))        # exactly 16: all kept
+    assert list(kept_sweeps(19, 2, 16)) == list(range(4, 20, 2))     # the 17th thins to 8
+    # Online: after each sweep the kept set is every stride-th sweep so far, at most
+    # max_samples; it only gains the current sweep (a dropped one never returns),
+    # and where it ends is the final model's.
+    for n, cap in ((60, 16), (41, 5), (7, 1), (3, 3)):
+        kept: set[int] = set()
+        for j in range(1, n + 1):
+            now = set(range(kept_stride(j, cap), j + 1, kept_stride(j, cap)))
+            assert now - kept <= {j} and 0 < len(now) <= cap
+            kept = now
+        assert sorted(kept) == list(kept_sweeps(n + 2, 2, cap) - 2)
+    sizes = [bucket(n) for n in range(1, 5000)]
+    assert all(b >= n and b <= max(32, n * 1.125) for n, b in zip(range(1, 5000), sizes))
+    assert len(set(sizes)) < 60 and sizes == sorted(sizes)
+
+
+@unit
+def test_fit_beats_the_baseline_and_reports(data, fitted):
+    (train, valid), (result, lines, seen) = data, fitted
+    assert isinstance(result, FitResult) and result.best_epoch == CONFIG.sweeps
+    base = fit_baseline(train, n_users=N_USERS + EXTRA_U, n_items=N_ITEMS + EXTRA_I)
+    base_rmse = rmse(predict_baseline(base, valid.users, valid.items), valid.ratings)
+    model_rmse = rmse(np_predict(result.params, valid.users, valid.items), valid.ratings)
+    assert model_rmse < 0.85 * base_rmse, (model_rmse, base_rmse)
+    assert [h["epoch"] for h in result.history] == list(range(1, CONFIG.sweeps + 1))
+    last = result.history[-1]
+    assert [h["samples"] for h in result.history] == [0, 0, 1, 2, 3, 4, 2, 3, 3, 4, 4, 2]
+    assert last["samples"] == N_KEPT and last["train_loss"] == pytest.approx(
+        last["train_rmse"] ** 2, rel=1e-4)
+    assert all(h["ratings_per_s"] > 0 and h["valid_rmse"] > 0 for h in result.history)
+    assert len(lines) == CONFIG.sweeps and lines[-1].startswith(f"sweep {CONFIG.sweeps}/")
+    assert "valid RMSE" in lines[-1] and "ratings/s" in lines[-1]
+    # on_epoch: the current rows alone until the first kept sweep, then the average so far.
+    assert [t for t, _ in seen] == list(range(1, CONFIG.sweeps + 1))
+    assert [shape[1] // CONFIG.rank for _, shape in seen] == [1, 1, 1, 2, 3, 4, 2, 3, 3, 4, 4, 2]
+    assert seen[-1][1] == (N_USERS + EXTRA_U, N_KEPT * CONFIG.rank)
+
+
+@unit
+def test_published_shapes_and_rows_without_data(data, fitted):
+    params, valid = fitted[0].params, data[1]
+    s_rank = N_KEPT * CONFIG.rank
+    assert params.user_factors.shape == (N_USERS + EXTRA_U, s_rank)
+    assert params.item_factors.shape == (N_ITEMS + EXTRA_I, s_rank)
+    assert all(p.dtype == np.float32 and np.all(np.isfinite(p)) for p in params)
+    for factors, bias, n in ((params.user_factors, params.user_bias, N_USERS),
+                             (params.item_factors, params.item_bias, N_ITEMS)):
+        assert not factors[n:].any() and not bias[n:].any()
+        assert np.abs(factors[:n]).sum(1).min() > 0
+    model = FactorModel(params)  # the product's model class takes it as it is
+    assert model.rank == s_rank
+    np.testing.assert_allclose(model.predict(valid.users, valid.items),
+                               np_predict(params, valid.users, valid.items), rtol=1e-6)
+    ids, _ = model.recommend(np.array([0, N_USERS]), N=3)   # a user without data too
+    assert ids.shape == (2, 3) and (ids >= 0).all()
+
+
+@unit
+def test_history_matches_the_published_model_deterministic_no_recompile(data, fitted):
+    """Same shapes again: no new trace; same seed: the same model; running sums = params."""
+    train, valid = data
+    before = dict(TRACES)
+    shuffled = np.random.default_rng(5).permutation(len(train))
+    again = fit_gibbs(Triplets(*(a[shuffled] for a in train)), n_users=N_USERS + EXTRA_U,
+                      n_items=N_ITEMS + EXTRA_I, valid=valid, config=CONFIG._replace(clip=False))
+    assert dict(TRACES) == before
+    for a, b in zip(again.params, fitted[0].params):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    published = rmse(np_predict(again.params, valid.users, valid.items), valid.ratings)
+    assert again.history[-1]["valid_rmse"] == pytest.approx(published, abs=1e-5)
+    same = fit_gibbs(train, n_users=N_USERS + EXTRA_U, n_items=N_ITEMS + EXTRA_I, config=CONFIG)
+    for a, b in zip(same.params, fitted[0].params):
+        np.testing.assert_array_equal(a, b)
+    assert same.history[-1]["valid_rmse"] is None
+
+
+@unit
+def test_every_sweeps_metrics_are_those_of_its_averaged_model(data):
+    """The running sums follow the kept set through each thinning (sweeps 7 and 12 here)."""
+    train, valid = data
+    scored = {}
+    result = fit_gibbs(train, n_users=N_USERS, n_items=N_ITEMS, valid=valid,
+                       config=CONFIG._replace(clip=False),
+                       on_epoch=lambda t, p: scored.__setitem__(
+                           t, rmse(np_predict(p, valid.users, valid.items), valid.ratings)))
+    assert [h["valid_rmse"] for h in result.history] == pytest.approx(
+        [scored[t] for t in range(1, CONFIG.sweeps + 1)], abs=2e-5)
+
+
+@unit
+@pytest.mark.parametrize("change, message", [
+    (dict(sweeps=2, burn_in=2), "must exceed burn_in"),
+    (dict(sweeps=3, burn_in=5), "must exceed burn_in"),
+    (dict(rank=0), "rank must be >= 1"),
+    (dict(max_samples=0), "max_samples"),
+    (dict(prior_dof=-1.5), "prior_dof"),
+])
+def test_bad_settings_are_refused(data, change, message):
+    with pytest.raises(ValueError, match=message):
+        fit_gibbs(data[0], n_users=N_USERS, n_items=N_ITEMS, config=GibbsConfig(**change))
+
+
+@unit
+def test_bad_inputs_are_refused(data):
+    train = data[0]
+    empty = Triplets(*(a[:0] for a in train))
+    with pytest.raises(ValueError, match="no ratings"):
+        fit_gibbs(empty, n_users=N_USERS, n_items=N_ITEMS)
+    with pytest.raises(ValueError, match=r"user index range .* outside \[0, 10\)"):
+        fit_gibbs(train, n_users=10, n_items=N_ITEMS)
+    with pytest.raises(ValueError, match="valid: item index"):
+        fit_gibbs(train, n_users=N_USERS, n_items=N_ITEMS,
+                  valid=Triplets(np.array([0]), np.array([N_ITEMS]), np.array([3.0])))
+    with pytest.raises(ValueError, match="positive curvature"):
+        fit_gibbs(train, n_users=N_USERS, n_items=N_ITEMS, loss="absolute")
+
+
+def nan_beyond_100(pred, target):
+    """Squared error, but nan for targets above 100 (finite on the loss probes)."""
+    return jnp.square(pred - target) * jnp.where(target > 100, jnp.nan, 1.0)
+
+
+@unit
+def test_divergence_names_the_sweep(data):
+    train = data[0]
+    bad = Triplets(train.users, train.items, np.where(np.arange(len(train)) == 7, 500.0,
+                                                      train.ratings).astype(np.float32))
+    with pytest.raises(TrainingDivergedError, match=r"diverged at sweep 1/5"):
+        fit_gibbs(bad, n_users=N_USERS, n_items=N_ITEMS, loss=nan_beyond_100,
+                  config=CONFIG._replace(sweeps=5))
+
+
+@pytest.mark.integration
+def test_movielens_100k_fold_u1():
+    folder = SHARED_DATA / "ml-100k"
+    if not (folder / "u1.base").is_file():
+        pytest.skip(f"no MovieLens 100K at {folder}")
+
+    def load(name):
+        a = np.loadtxt(folder / name, dtype=np.int64)
+        return Triplets((a[:, 0] - 1).astype(np.int32), (a[:, 1] - 1).astype(np.int32),
+                        a[:, 2].astype(np.float32))
+
+    train, test = load("u1.base"), load("u1.test")
+    early = {}
+
+    def score(t, params):
+        if t <= 3:
+            pred = np.clip(np_predict(params, test.users, test.items), 1, 5)
+            early[t] = rmse(pred, test.ratings)
+
+    result = fit_gibbs(train, n_users=943, n_items=1682, on_epoch=score)
+    assert rmse(np_predict(result.params, test.users, test.items), test.ratings) < 0.915
+    # The start (baseline, a deterministic first sweep) and averaging from sweep 3 on
+    # pass Surprise SVD's u1 RMSE (0.951) by sweep 2 and keep improving.
+    assert early[2] < 0.948 and early[3] < early[2] < early[1], early

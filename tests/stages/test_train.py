@@ -1,0 +1,117 @@
+"""The train stage: bounded-memory scoring, scores on the rating scale, progress, out of memory."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from factorflow.engine.metrics import regression_metrics
+from factorflow.engine.triplets import Triplets
+from factorflow.stages.build import load_matrices
+from factorflow.engine.memory import OutOfMemoryError
+from factorflow.engine.model import FactorModel
+from factorflow.stages.train import (
+    METRICS_FILE,
+    MODEL_FILE,
+    RECOMMENDATIONS_FILE,
+    rating_scale,
+    train_factors,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _artifacts(model_dir):
+    metrics = json.loads((model_dir / METRICS_FILE).read_text())
+    with np.load(model_dir / RECOMMENDATIONS_FILE) as rec:
+        return metrics, FactorModel.load(model_dir / MODEL_FILE), rec["items"], rec["scores"]
+
+
+def _assert_on_scale_in_model_order(model_dir, matrix_dir, lo, hi, top_n):
+    """Published scores lie in [lo, hi], in the order of the model's unclipped scores."""
+    metrics, model, items, scores = _artifacts(model_dir)
+    data = load_matrices(matrix_dir)
+    assert (metrics["rating_min"], metrics["rating_max"]) == (lo, hi)
+    real = items >= 0
+    assert real.any() and np.all((scores[real] >= lo) & (scores[real] <= hi))
+    raw_items, raw = model.recommend(np.arange(model.n_users), N=top_n,
+                                     seen=Triplets.concat(data.train, data.valid))
+    np.testing.assert_array_equal(items, raw_items)
+    np.testing.assert_allclose(scores[real], np.clip(raw[real], lo, hi), rtol=1e-6)
+    return raw[real]
+
+
+def test_scores_on_the_observed_scale_and_metrics_of_the_published_model(small_model):
+    model_dir, matrix_dir = small_model["model_dir"], small_model["matrix_dir"]
+    _assert_on_scale_in_model_order(model_dir, matrix_dir, 1.0, 5.0, top_n=5)
+    metrics, model, _, _ = _artifacts(model_dir)
+    data = load_matrices(matrix_dir)
+    for name, split in (("train", data.train), ("valid", data.valid)):
+        want = regression_metrics(model.predict(split.users, split.items), split.ratings)
+        assert metrics[f"{name}_rmse"] == pytest.approx(want["rmse"], rel=1e-9)
+        assert metrics[f"{name}_mae"] == pytest.approx(want["mae"], rel=1e-9)
+    # the Gibbs model is published cut to its strong directions, at most rank x samples
+    assert metrics["width"] == model.rank <= metrics["rank"] * 16
+    assert small_model["summary"]["width"] == model.rank
+    assert set(metrics["step_seconds"]) == {"load", "fit", "score", "save", "recommend", "curves"}
+
+
+def test_a_given_scale_clips_after_ranking_and_progress_is_logged(small_model, tmp_path):
+    lines: list[str] = []
+    summary = train_factors(small_model["matrix_dir"], tmp_path / "model", top_n=5, rank=8,
+                            epochs=3, rating_min=3.5, rating_max=4.0, log_fn=lines.append)
+    raw = _assert_on_scale_in_model_order(tmp_path / "model", small_model["matrix_dir"],
+                                          3.5, 4.0, top_n=5)
+    assert (raw > 4.0).any()  # the scale bites: those read 4.0, still ranked as the model says
+    assert summary["width"] >= 1
+    for what in ("train: scoring the train split, ratings", "train: scoring the valid split",
+                 "train: top-N lists, users 400 / 400 (100.0%)"):
+        assert any(line.startswith(what) for line in lines), (what, lines)
+
+
+def test_out_of_memory_is_a_typed_error_naming_the_step(small_model, tmp_path):
+    """A real allocation failure: factors of rank 2^36 ask XLA for 12800 GiB (and fail at once)."""
+    with pytest.raises(OutOfMemoryError, match=r"while fitting the model \(rank 68719476736, adam\) "
+                       r"\(an allocation of [\d.]+ GiB\).*lower the rank") as caught:
+        train_factors(small_model["matrix_dir"], tmp_path / "model", rank=1 << 36, epochs=1,
+                      optimizer="adam")
+    assert caught.value.step.startswith("fitting the model") and caught.value.requested > 1 << 40
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.unit
+def test_rating_scale_defaults_and_checks():
+    summary = {"rating_min": 0.5, "rating_max": 5.0}
+    assert rating_scale(summary) == (0.5, 5.0)
+    assert rating_scale(summary, 1, None) == (1.0, 5.0)
+    for bad in ((5.0, 1.0), (float("nan"), 5.0), (1.0, float("inf"))):
+        with pytest.raises(ValueError, match="rating_min <= rating_max"):
+            rating_scale(summary, *bad)
+
+
+def test_sql_pair_score_is_clipped_to_the_runs_scale(backend, small_model):
+    """score_pair clips the model's prediction to the run's rating_min / rating_max params."""
+    from factorflow.warehouse.duckdb import publish_model, run_query
+
+    model = FactorModel.load(small_model["model_dir"] / MODEL_FILE)
+    data = load_matrices(small_model["matrix_dir"])
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, model.n_users, 30), rng.integers(0, model.n_items, 30)
+    raw = model.predict(users, items)
+    lo, hi = np.quantile(raw, [0.25, 0.75])  # a scale half the pairs fall outside
+
+    def scores(model_id, params):
+        publish_model(backend.target, model_id=model_id, model_dir=small_model["model_dir"],
+                      matrix_dir=small_model["matrix_dir"], schema=backend.schema,
+                      run_info={"params": params})
+        return np.array([run_query(backend.target, "downstream.sql", "score_pair",
+                                   schema=backend.schema,
+                                   params={"user_id": data.user_ids[int(u)],
+                                           "item_id": data.item_ids[int(i)]})[1][0][0]
+                         for u, i in zip(users, items)])
+
+    np.testing.assert_allclose(scores("scaled", {"rating_min": float(lo), "rating_max": float(hi)}),
+                               np.clip(raw, lo, hi), atol=1e-4)
+    np.testing.assert_allclose(scores("no-scale", {}), raw, atol=1e-4)  # nothing to clip to

@@ -1,0 +1,165 @@
+"""Publishing under a held write lock, and a publisher killed mid-transaction
+(the kill test and the lock tests run on both back ends)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from factorflow.warehouse.duckdb import WarehouseLockedError, publish_model
+from tests.warehouses import TABLES, Backend, hold_duckdb_lock
+
+pytestmark = pytest.mark.integration
+
+
+def _snapshot(path):
+    return Backend("duckdb", path, "factorflow").snapshot()
+
+
+def _publish(warehouse, small_model, model_id, **kw):
+    return publish_model(warehouse, model_id=model_id, model_dir=small_model["model_dir"],
+                         matrix_dir=small_model["matrix_dir"], **kw)
+
+
+def test_a_held_lock_fails_clearly_naming_the_holder(tmp_path, small_model):
+    wh = tmp_path / "wh.duckdb"
+    _publish(wh, small_model, "m1")
+    before = _snapshot(wh)
+    holder = hold_duckdb_lock(wh, 30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(WarehouseLockedError, match=f"locked by another process.*PID {holder.pid}"):
+            _publish(wh, small_model, "m2", lock_timeout=1.5)
+        assert time.monotonic() - started < 15  # bounded backoff
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _snapshot(wh) == before  # nothing half-written, file intact
+
+
+def test_publish_waits_out_a_short_lock(tmp_path, small_model):
+    wh = tmp_path / "wh.duckdb"
+    _publish(wh, small_model, "m1")
+    holder = hold_duckdb_lock(wh, 1.0)  # releases after a second
+    try:
+        _publish(wh, small_model, "m2", lock_timeout=30)
+    finally:
+        holder.wait()
+    assert Backend("duckdb", wh, "factorflow").current() == ["m2"]
+
+
+def _hold_pg_lock(backend, seconds=None):
+    """Another session holding the schema's publish lock (released after ``seconds``)."""
+    import psycopg
+
+    from tests.warehouses import PG_URI
+
+    con = psycopg.connect(PG_URI, autocommit=True)
+    con.execute("SELECT pg_advisory_lock(hashtextextended('factorflow.publish:' || %s, 0))",
+                [backend.schema])
+    if seconds is not None:
+        threading.Timer(seconds, con.close).start()
+    return con
+
+
+def test_postgres_a_held_lock_fails_clearly_naming_the_holder(postgres_backend, small_model):
+    backend = postgres_backend
+    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    before = backend.snapshot()
+    holder = _hold_pg_lock(backend)
+    try:
+        started = time.monotonic()
+        with pytest.raises(WarehouseLockedError, match=f"held by PID {holder.info.backend_pid} "):
+            _publish(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=1.5)
+        assert time.monotonic() - started < 15
+    finally:
+        holder.close()
+    assert backend.snapshot() == before
+    _hold_pg_lock(backend, seconds=1.0)  # a short hold is waited out
+    _publish(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=30)
+    assert backend.current() == ["m2"]
+
+
+KILL_CODE = """
+import sys
+from factorflow.warehouse.duckdb import publish_model
+print("start", flush=True)
+publish_model(sys.argv[1], model_id=sys.argv[2], model_dir=sys.argv[3], matrix_dir=sys.argv[4],
+              schema=sys.argv[5])
+print("done", flush=True)
+"""
+
+
+def _start_publisher(backend, small_model, model_id):
+    """A separate process publishing ``model_id``; it prints "start" first."""
+    return subprocess.Popen([sys.executable, "-c", KILL_CODE, str(backend.target), model_id,
+                             str(small_model["model_dir"]), str(small_model["matrix_dir"]),
+                             backend.schema],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ})
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3, 0.8, 1.5])
+def test_killing_the_publisher_leaves_old_or_new_never_a_mix(backend, small_model, delay):
+    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    before = backend.snapshot()
+    proc = _start_publisher(backend, small_model, "m2")
+    assert proc.stdout.readline().strip() == "start"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    after = backend.snapshot()  # DuckDB: the WAL replays or is discarded; Postgres: aborted
+    ids = {r[0] for r in after["model_runs"]}
+    if ids == {"m1"}:
+        assert after == before, "a killed publish changed the previous model's rows"
+    else:
+        assert ids == {"m1", "m2"}
+        for table in TABLES:  # m1 exactly as before, m2 complete
+            assert [r for r in after[table] if r[0] == "m1"] == before[table]
+        assert sum(1 for r in after["user_factors"] if r[0] == "m2") == len(before["user_factors"])
+    (current,) = backend.current()
+    assert current in ids
+
+
+def test_postgres_publisher_killed_inside_its_transaction_changes_nothing(postgres_backend,
+                                                                          small_model):
+    """Deterministic: SIGKILL once the publisher holds its transaction's lock."""
+    backend = postgres_backend
+    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    before = backend.snapshot()
+    proc = _start_publisher(backend, small_model, "m2")
+    held = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+            "(classid::bigint << 32) | objid::bigint = "
+            "hashtextextended('factorflow.publish:' || ?, 0)")
+    try:
+        deadline = time.monotonic() + 60
+        while not backend.fetch(held, backend.schema)[0][0]:
+            assert proc.poll() is None, "the publisher finished before it was seen publishing"
+            assert time.monotonic() < deadline
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert backend.snapshot() == before
+    assert backend.current() == ["m1"]
+
+
+def test_postgres_publish_does_not_wait_for_readers(postgres_backend, small_model):
+    """An analyst's open transaction on the current_* views does not block a publish."""
+    import psycopg
+
+    from tests.warehouses import PG_URI
+
+    backend = postgres_backend
+    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    with psycopg.connect(PG_URI) as reader:  # a transaction that stays open
+        reader.execute(f'SELECT count(*) FROM "{backend.schema}".current_predictions').fetchone()
+        reader.execute(f'SELECT * FROM "{backend.schema}".current_model').fetchall()
+        _publish(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=3)
+        # the reader's snapshot-independent view of the pointer moves on after commit
+        assert backend.current() == ["m2"]
+        reader.rollback()

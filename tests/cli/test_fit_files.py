@@ -123,7 +123,7 @@ def test_per_epoch_test_rmse_through_an_engine_callback(files, monkeypatch):
             seen.append(row["epoch"])
         return result
 
-    monkeypatch.setattr(training, "fit", fit_with_callback)
+    monkeypatch.setattr(fit, "fit", fit_with_callback)
     result = fit_files(files[0], test_path=files[1], **{**SETTINGS, "epochs": 3})
     assert seen == [1, 2, 3]
     assert [row["test_rmse"] for row in result["history"]] == pytest.approx([result["rmse"]] * 3)

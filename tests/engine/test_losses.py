@@ -24,7 +24,7 @@ from factorflow.engine.losses import (
     resolve_loss,
     squared_error,
 )
-from tests.factorflow import custom_losses
+from tests import custom_losses
 from tests.helpers import jit_twice
 
 pytestmark = pytest.mark.unit

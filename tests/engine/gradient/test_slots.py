@@ -90,7 +90,7 @@ def test_training_on_slots_matches_the_flat_layout(monkeypatch):
     train, valid = synthetic()  # 21,600 train ratings: above SLOTTED_MIN_RATINGS, so slotted
     config = fit.TrainConfig(optimizer="adam", epochs=4, restarts=2)
     slotted = fit.fit(train, n_users=400, n_items=300, valid=valid, config=config)
-    monkeypatch.setattr(training, "SLOTTED_MIN_RATINGS", 10**9)  # the flat COO layout instead
+    monkeypatch.setattr(fit, "SLOTTED_MIN_RATINGS", 10**9)  # the flat COO layout instead
     flat = fit.fit(train, n_users=400, n_items=300, valid=valid, config=config)
     for name, a, b in zip(slotted.params._fields, slotted.params, flat.params):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5, err_msg=name)

@@ -85,9 +85,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from factorflow.engine.gibbs import layout
-from factorflow.engine.gibbs import priors
-from factorflow.engine.gibbs import kernels
+from factorflow.engine.gibbs import kernels, layout, priors
 from factorflow.engine.gibbs.averaging import (  # noqa: F401 (kept_stride, kept_sweeps: API)
     KEEP_ENERGY,
     KeptSamples,
@@ -202,10 +200,10 @@ def _device_layouts(train: Triplets, shapes, n_obs: int, mean: float):
     u, i, r = train
     lays, has = [], []
     for rows, cols, (n_rows, n_chunks, chunk) in ((u, i, shapes[0]), (i, u, shapes[1])):
-        layout = layout.chunk_layout(rows, cols, r, n_rows, n_chunks, chunk, mean)
-        has.append(layout[4])
-        lays.append(jax.device_put(layout))
-        del layout
+        side = layout.chunk_layout(rows, cols, r, n_rows, n_chunks, chunk, mean)
+        has.append(side[4])
+        lays.append(jax.device_put(side))
+        del side
     by_user = jax.device_put(layout.pad_obs(u, i, r, n_obs, mean))
     by_item = (by_user[1], by_user[0], by_user[2], by_user[3])
     return tuple(lays), (by_user, by_item), tuple(has)

@@ -14,7 +14,7 @@ from airflow.sdk import DAG
 from factorflow.airflow.assets import PUBLISHED
 from factorflow.airflow.operators import PublishFactorsOperator, TrainFactorsOperator
 from factorflow.airflow.params import TRAIN_PARAMS, data_params, publish_params, train_params
-from factorflow.airflow.stages import Ingest, ingest, publish_kwargs, stage_timings
+from factorflow.airflow.task_groups import Ingest, ingest, publish_kwargs, stage_timings
 from factorflow.paths import default_artifacts_dir
 
 ARTIFACTS = default_artifacts_dir()

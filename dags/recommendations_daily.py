@@ -36,7 +36,7 @@ with DAG(
         publish recorded it.
         """
         from factorflow.airflow.operators import resolve_warehouse
-        from factorflow.warehouse.duckdb import materialize_recommendations
+        from factorflow.warehouse import open_warehouse
 
         warehouse, schema = params["warehouse"], params["schema"]
         conn_id = params["warehouse_conn_id"]
@@ -45,6 +45,7 @@ with DAG(
                 warehouse = event.extra.get("warehouse", warehouse)
                 conn_id = event.extra.get("warehouse_conn_id", conn_id)
                 schema = event.extra.get("schema", schema)
-        return materialize_recommendations(resolve_warehouse(warehouse, conn_id), schema=schema)
+        return open_warehouse(resolve_warehouse(warehouse, conn_id)).materialize_recommendations(
+            schema=schema)
 
     materialize()

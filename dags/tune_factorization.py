@@ -17,7 +17,7 @@ from airflow.sdk import DAG, task
 from factorflow.airflow.assets import PUBLISHED
 from factorflow.airflow.operators import PublishFactorsOperator, TrainFactorsOperator
 from factorflow.airflow.params import TRAIN_PARAMS, data_params, publish_params, sweep_params, train_params
-from factorflow.airflow.stages import ingest, publish_kwargs, stage_timings
+from factorflow.airflow.task_groups import ingest, publish_kwargs, stage_timings
 from factorflow.paths import default_artifacts_dir
 
 ARTIFACTS = default_artifacts_dir()

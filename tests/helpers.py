@@ -55,3 +55,17 @@ def random_params(n_users, n_items, rank, seed=0, scale=1.0):
         *(scale * rng.normal(size=s).astype(np.float32)
           for s in [(n_users,), (n_items,), (n_users, rank), (n_items, rank)])
     )
+
+
+def half_observed(n_users, n_items, rank, seed=42):
+    """``(coo, values, mask, params)``: about half of an ``[n_users, n_items]`` matrix
+    observed (corners always), its COO triplets and random parameters."""
+    from factorflow.engine.triplets import Triplets
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n_users, n_items)) < 0.5
+    mask[0, 0] = mask[-1, -1] = True
+    values = np.where(mask, rng.uniform(1.0, 5.0, mask.shape), 0.0).astype(np.float32)
+    users, items = np.nonzero(mask)
+    coo = Triplets(users.astype(np.int32), items.astype(np.int32), values[users, items])
+    return coo, values, mask, random_params(n_users, n_items, rank, seed=1, scale=0.7)

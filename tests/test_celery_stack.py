@@ -109,8 +109,8 @@ def test_a_triggered_run_trains_on_the_gpu_worker(stack):
         assert f"[{celery_ids[task]}] received" in default_log, task
         assert celery_ids[task] not in gpu_log, task
 
-    from factorflow.warehouse.duckdb import latest_result
+    from factorflow.warehouse import open_warehouse
 
-    model = latest_result(stack.warehouse)["model"]
+    model = open_warehouse(stack.warehouse).latest_result()["model"]
     assert model["dag_run_id"] == "it-celery"
     print(f"\ncelery stack: start-up {stack.startup_seconds:.0f} s, run {seconds:.0f} s")

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.dags.helpers import load_dags
 
 pytestmark = pytest.mark.unit
 
@@ -241,17 +242,8 @@ def test_no_other_worker_consumes_gpu_and_the_cpu_worker_consumes_default(servic
 @pytest.fixture(scope="module")
 def dag_in_compose_env(common):
     """The DAG as parsed with the compose file's FACTORFLOW_GPU_QUEUE."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    with pytest.MonkeyPatch.context() as mp:
-        queue = env_of(common).get("FACTORFLOW_GPU_QUEUE")
-        if queue is None:
-            mp.delenv("FACTORFLOW_GPU_QUEUE", raising=False)
-        else:
-            mp.setenv("FACTORFLOW_GPU_QUEUE", queue)
-        bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags["factorize_ratings"]
+    return load_dags(FACTORFLOW_GPU_QUEUE=env_of(common).get("FACTORFLOW_GPU_QUEUE"))[
+        "factorize_ratings"]
 
 
 def test_train_task_goes_to_the_gpu_workers_queue_and_nothing_else_does(dag_in_compose_env,

@@ -172,7 +172,7 @@ def test_postgres_sql_blocks_print_what_they_quote(project):
     """The demo's model, published to the local PostgreSQL as the DAG would, then queried."""
     import psycopg
 
-    from factorflow.warehouse.duckdb import publish_model
+    from factorflow.stages.publish import publish_model
     from tests.warehouses import PG_URI, postgres_skip_reason
 
     if reason := postgres_skip_reason():

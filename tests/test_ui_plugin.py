@@ -20,7 +20,7 @@ TIMINGS = {"extract": {"seconds": 1.25, "peak_rss_mb": 312.4},
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, small_model):
-    from factorflow.warehouse.duckdb import publish_model
+    from factorflow.stages.publish import publish_model
     from tests.stack import AirflowStack
     from tests.warehouses import postgres_skip_reason
 

@@ -10,7 +10,8 @@ from factorflow.cli.main import main
 from factorflow.stages.build import load_matrices
 from factorflow.engine.model import FactorModel
 from factorflow.stages.train import MODEL_FILE
-from factorflow.warehouse.duckdb import materialize_recommendations, publish_model, rollback, run_query
+from factorflow.stages.publish import publish_model
+from factorflow.warehouse import open_warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +22,8 @@ def _publish(backend, small_model, model_id, keep=5):
 
 
 def _query(backend, name, **params):
-    return run_query(backend.target, "downstream.sql", name, schema=backend.schema, params=params)[1]
+    return open_warehouse(backend.target).run_query("downstream.sql", name, schema=backend.schema,
+                                                    params=params)[1]
 
 
 #: The damping of the top-rated list (as the baseline's item biases).
@@ -75,7 +77,7 @@ def test_views_follow_the_newest_model_and_rollback_repoints_them(backend, small
     for view in ("current_predictions", "current_user_factors", "current_item_factors"):
         assert {r[0] for r in backend.fetch(f"SELECT DISTINCT model_id FROM {{schema}}.{view}")} == {"m1"}
     with pytest.raises(LookupError, match="no kept model 'm9'"):
-        rollback(backend.target, to="m9", schema=backend.schema)
+        open_warehouse(backend.target).rollback(to="m9", schema=backend.schema)
     assert main(["rollback", "--warehouse", str(backend.target), "--schema", backend.schema,
                  "--to", "m9"]) == 2
     assert "no kept model 'm9'" in capsys.readouterr().err
@@ -98,8 +100,8 @@ def test_retention_keeps_the_newest_k(backend, small_model):
 def test_retention_never_deletes_a_rolled_back_current_model(backend, small_model):
     for k in range(1, 4):
         _publish(backend, small_model, f"m{k}", keep=3)
-    rollback(backend.target, to="m1", schema=backend.schema)
-    materialize_recommendations(backend.target, schema=backend.schema)  # reads m1
+    open_warehouse(backend.target).rollback(to="m1", schema=backend.schema)
+    open_warehouse(backend.target).materialize_recommendations(schema=backend.schema)  # reads m1
     _publish(backend, small_model, "m4", keep=1)  # keeps m4 (new current) only
     assert backend.current() == ["m4"]
     assert {r[0] for r in backend.fetch("SELECT model_id FROM {schema}.model_runs")} == {"m4"}
@@ -153,7 +155,7 @@ def test_cold_start_lists_are_kept_with_their_model_and_follow_rollback(backend,
     publish_model(backend.target, model_id="m2", model_dir=other_model, matrix_dir=other,
                   schema=backend.schema)
     _assert_cold_start(backend, other)
-    rollback(backend.target, to="m1", schema=backend.schema)
+    open_warehouse(backend.target).rollback(to="m1", schema=backend.schema)
     _assert_cold_start(backend, small_model["matrix_dir"])
     _publish(backend, small_model, "m3", keep=1)  # retention takes m2's statistics with it
     assert {r[0] for r in backend.fetch("SELECT DISTINCT model_id FROM {schema}.item_factors")} \
@@ -163,7 +165,7 @@ def test_cold_start_lists_are_kept_with_their_model_and_follow_rollback(backend,
 
 def test_materialized_recommendations_follow_the_current_model(backend, small_model):
     _publish(backend, small_model, "m1")
-    summary = materialize_recommendations(backend.target, schema=backend.schema)
+    summary = open_warehouse(backend.target).materialize_recommendations(schema=backend.schema)
     assert summary["rows"] == backend.count("current_predictions") > 0
     assert {r[0] for r in backend.fetch(
         "SELECT DISTINCT model_id FROM {schema}.recommendations_daily")} == {"m1"}
@@ -175,7 +177,7 @@ def test_queries_before_any_publish_are_a_clear_lookup_error(backend):
 
 
 def test_the_wide_column_layout_gives_the_same_scores(backend, small_model):
-    from factorflow.warehouse.duckdb import wide_factors_sql
+    from factorflow.warehouse.base import wide_factors_sql
 
     _publish(backend, small_model, "m1")
     model = FactorModel.load(small_model["model_dir"] / MODEL_FILE)
@@ -207,7 +209,7 @@ def test_current_factor_views_have_the_current_models_width(backend, small_model
     want_type = {"duckdb": "FLOAT[{}]", "postgres": "ARRAY"}[backend.kind]
     for model_id, width in (("narrow", 3), ("wide", wide)):
         if model_id == "wide":
-            rollback(backend.target, to="wide", schema=backend.schema)
+            open_warehouse(backend.target).rollback(to="wide", schema=backend.schema)
         assert backend.current() == [model_id]
         assert backend.column_type("current_item_factors", "factors") == want_type.format(width)
         assert {len(f) for (f,) in backend.fetch("SELECT factors FROM {schema}.current_user_factors")} \
@@ -225,7 +227,7 @@ def test_sweep_candidates_are_recorded_and_retired_with_their_model(backend, sma
     assert rows == [("sweep", None), ("sweep/candidate-0", "sweep"), ("sweep/candidate-1", "sweep")]
     assert backend.current() == ["sweep"]
     with pytest.raises(LookupError, match="no kept model"):  # candidates have no factors
-        rollback(backend.target, to="sweep/candidate-0", schema=backend.schema)
+        open_warehouse(backend.target).rollback(to="sweep/candidate-0", schema=backend.schema)
     _publish(backend, small_model, "m2", keep=5)  # candidates do not count against keep
     assert backend.count("model_runs") == 4
     _publish(backend, small_model, "m3", keep=1)  # retiring "sweep" retires its candidates
@@ -256,10 +258,10 @@ def test_item_tables_from_an_earlier_release_are_migrated(backend, small_model):
     _publish(backend, small_model, "new")
     _assert_cold_start(backend, small_model["matrix_dir"])
     # the old model has no statistics: its lists are empty, its factors still there
-    rollback(backend.target, to="old", schema=backend.schema)
+    open_warehouse(backend.target).rollback(to="old", schema=backend.schema)
     assert _query(backend, "cold_start", n=3) == _query(backend, "cold_start_top_rated", n=3) == []
     assert backend.count("current_item_factors") == small_model["matrix"]["n_items"]
-    rollback(backend.target, to="new", schema=backend.schema)
+    open_warehouse(backend.target).rollback(to="new", schema=backend.schema)
     _assert_cold_start(backend, small_model["matrix_dir"])
 
 

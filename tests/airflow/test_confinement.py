@@ -149,7 +149,7 @@ class TestLosses:
                          "os:system")
         monkeypatch.setenv("FACTORFLOW_LOSS_MODULES", "tests.custom_losses")
         with pytest.raises(Refused, match=r"param loss: 'os:system' is not allowed.*"
-                                          r"tests\.factorflow\.custom_losses.*add its module "
+                                          r"tests\.custom_losses.*add its module "
                                           r"prefix to FACTORFLOW_LOSS_MODULES on the workers"):
             check_loss("loss", "os:system")
         check_loss("loss", "tests.custom_losses:weighted_squared")

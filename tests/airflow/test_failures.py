@@ -35,15 +35,16 @@ class TestTransient:
         assert no_retry(exc) is None
 
     def test_the_publishers_lock_timeout(self, locked_duckdb):
-        from factorflow.warehouse.duckdb import WarehouseLockedError, connect_for_write
+        from factorflow.warehouse.base import WarehouseLockedError
+        from factorflow.warehouse.duckdb import DuckDBWarehouse
 
-        exc = _raised(connect_for_write, locked_duckdb, timeout=0.3, first_wait=0.1)
+        exc = _raised(DuckDBWarehouse(locked_duckdb).connect_for_write, timeout=0.3, first_wait=0.1)
         assert isinstance(exc, WarehouseLockedError) and classify(exc) == "transient"
 
     def test_a_refused_postgres_connection(self):
         import psycopg
 
-        from factorflow.warehouse.postgres import transaction
+        from factorflow.warehouse.postgres_targets import transaction
 
         exc = _raised(psycopg.connect, "postgresql://postgres@127.0.0.1:1/test", connect_timeout=3)
         assert classify(exc) == "transient"
@@ -104,7 +105,7 @@ class TestMemory:
 
 class TestDeterministic:
     def test_a_diverging_loss_and_a_refused_setting(self, small_model, tmp_path):
-        from factorflow.engine.gradient.fit import TrainingDivergedError
+        from factorflow.engine import TrainingDivergedError
         from factorflow.stages.train import train_factors
 
         diverged = _raised(train_factors, small_model["matrix_dir"], tmp_path / "a", rank=4,

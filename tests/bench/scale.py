@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
 
-    from factorflow.engine.gradient import fit
+    from factorflow.engine import TrainConfig, fit
     from factorflow.engine.triplets import Triplets
 
     with np.load(args.data) as data:
@@ -45,11 +45,11 @@ def main() -> None:
         n_users, n_items = (int(x) for x in data["shape"])
     out = {"n_ratings": len(train), "n_users": n_users, "n_items": n_items, "rank": args.rank,
            "epochs": args.epochs, "rss_before_fit_bytes": _rss_now()}
-    config = fit.TrainConfig(rank=args.rank, epochs=args.epochs, optimizer="adam",
+    config = TrainConfig(rank=args.rank, epochs=args.epochs, optimizer="adam",
                                   representation="sparse")
     started = time.perf_counter()
     try:
-        result = fit.fit(train, n_users=n_users, n_items=n_items, config=config, log=progress)
+        result = fit(train, n_users=n_users, n_items=n_items, config=config, log=progress)
     except Exception as exc:  # the failure is the figure
         out["error"] = f"{type(exc).__name__}: {exc}"
     else:

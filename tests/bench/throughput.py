@@ -4,7 +4,7 @@ Runs in the project venv as a child process and prints one JSON object::
 
     python -m tests.bench.throughput --ratings 1000000 --rank 64 --epochs 10
 
-factorflow: ``fit.fit`` with default settings except rank and epochs; its
+factorflow: ``factorflow.engine.fit`` with default settings except rank and epochs; its
 rate is the median of the history's ``ratings_per_s`` over the epochs after
 the first (which compiles). The peer, written here, is the straightforward
 full-batch program: gather ``P[u]``, ``Q[i]``, mean squared error plus L2 on
@@ -38,12 +38,12 @@ def synthetic_triplets(n_users: int, n_items: int, n_ratings: int, seed: int):
 
 
 def factorflow_rate(train, n_users: int, n_items: int, rank: int, epochs: int) -> dict[str, Any]:
-    """Engine throughput: per-epoch ratings/s from ``fit.fit``'s history."""
-    from factorflow.engine.gradient import fit
+    """Engine throughput: per-epoch ratings/s from ``factorflow.engine.fit``'s history."""
+    from factorflow.engine import TrainConfig, fit
 
     # The gradient engine (the naive peer is a gradient step too): full-batch Adam, COO.
-    config = fit.TrainConfig(rank=rank, epochs=epochs, optimizer="adam", representation="sparse")
-    result = fit.fit(train, n_users=n_users, n_items=n_items, config=config,
+    config = TrainConfig(rank=rank, epochs=epochs, optimizer="adam", representation="sparse")
+    result = fit(train, n_users=n_users, n_items=n_items, config=config,
                           log=progress)
     rates = [h["ratings_per_s"] for h in result.history]
     ends = [0.0] + [h["seconds"] for h in result.history]

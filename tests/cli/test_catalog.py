@@ -8,7 +8,7 @@ import json
 import pytest
 
 from factorflow.cli.catalog import list_runs
-from factorflow.warehouse.duckdb import publish_model
+from factorflow.stages.publish import publish_model
 
 pytestmark = pytest.mark.integration
 

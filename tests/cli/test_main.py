@@ -69,8 +69,7 @@ def test_parser_keeps_old_commands_and_adds_fit():
     ("extra", "message"),
     [
         (["--loss", "nope"], "unknown loss 'nope'"),
-        # Either the engine rejects 0 restarts or it has no restarts at all.
-        (["--restarts", "0"], "restarts"),
+        (["--restarts", "0"], "restarts must be >= 1, got 0"),
         (["--patience", "2"], "patience needs a validation split"),
     ],
 )
@@ -105,9 +104,19 @@ def test_fit_prints_a_readable_summary(tmp_path, capsys):
     assert re.search(r"(epoch|sweep) 1/2", captured.err)
 
 
+def cuda_starts() -> bool:
+    """Whether JAX starts its CUDA backend here (asked in a fresh process, as the command would)."""
+    probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"],
+                           capture_output=True, env={**os.environ, "JAX_PLATFORMS": "cuda"},
+                           timeout=300)
+    return probe.returncode == 0
+
+
 @pytest.mark.integration
 def test_a_backend_that_cannot_start_is_a_clean_error(tmp_path):
-    """JAX_PLATFORMS=cuda on a machine without JAX's CUDA plugin: one line, exit 2."""
+    """JAX_PLATFORMS=cuda where CUDA cannot start: one line naming the backend, exit 2."""
+    if cuda_starts():
+        pytest.skip("JAX starts CUDA here: there is no failing backend to report")
     train = tmp_path / "train.csv"
     train.write_text(TRAIN)
     proc = run_cli("fit", "--train", str(train), "--epochs", "2", platforms="cuda")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from factorflow.cli.main import main
-from factorflow.warehouse.duckdb import publish_model
+from factorflow.stages.publish import publish_model
 
 pytestmark = pytest.mark.integration
 

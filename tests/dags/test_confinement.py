@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from tests.conftest import ROOT
-from tests.dags.helpers import task_states
+from tests.dags.helpers import load_dags, task_states
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +47,12 @@ def site(small_warehouse, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bag(site):
-    """The DAGs, run with FACTORFLOW_DATA_ROOTS = the site's data folder only."""
-    from airflow.dag_processing.dagbag import DagBag
-
+    """The DAGs, parsed and run with FACTORFLOW_DATA_ROOTS = the site's data folder only
+    (the workers check a conf against their own environment, at run time)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FACTORFLOW_DATA_ROOTS", str(site["root"]))
         mp.setenv("FACTORFLOW_ARTIFACTS_DIR", str(site["artifacts"]))
-        bag = DagBag(dag_folder=str(ROOT / "dags"))
-        assert not bag.import_errors
-        yield bag
+        yield load_dags()
 
 
 def _sha256(path: Path) -> str:
@@ -80,7 +77,7 @@ REACHING_OUT = {
 def test_a_conf_reaching_out_fails_extract_once_and_touches_nothing(bag, site, case, capfd):
     param, conf = REACHING_OUT[case]
     digest = _sha256(site["warehouse"])
-    dag_run = bag.dags["factorize_ratings"].test(
+    dag_run = bag["factorize_ratings"].test(
         run_conf={**CONF, "warehouse": str(site["warehouse"]), **conf(site)})
 
     states = task_states(dag_run)
@@ -101,7 +98,7 @@ def test_a_loss_outside_the_modules_is_refused_at_trigger(bag):
     from airflow.sdk.definitions.param import ParamValidationError
     from airflow.utils.session import create_session
 
-    dag = bag.dags["factorize_ratings"]
+    dag = bag["factorize_ratings"]
     with create_session() as session:
         before = session.query(DagRun).filter(DagRun.dag_id == dag.dag_id).count()
     with pytest.raises(ParamValidationError, match=r"param loss\b"):
@@ -112,11 +109,7 @@ def test_a_loss_outside_the_modules_is_refused_at_trigger(bag):
 
 def test_train_refuses_a_loss_the_parse_time_setting_allowed(site, capfd):
     """Parsed where FACTORFLOW_LOSS_MODULES=os, run on a worker where it is not."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FACTORFLOW_LOSS_MODULES", "os")
-        dag = DagBag(dag_folder=str(ROOT / "dags")).dags["factorize_ratings"]
+    dag = load_dags(FACTORFLOW_LOSS_MODULES="os")["factorize_ratings"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FACTORFLOW_DATA_ROOTS", str(site["root"]))
         mp.setenv("FACTORFLOW_ARTIFACTS_DIR", str(site["artifacts"]))
@@ -134,7 +127,7 @@ def test_train_refuses_a_loss_the_parse_time_setting_allowed(site, capfd):
 
 def test_materialize_refuses_a_warehouse_outside(bag, site, capfd):
     outside = site["outside"] / "daily.duckdb"
-    dag_run = bag.dags["recommendations_daily"].test(run_conf={"warehouse": str(outside)})
+    dag_run = bag["recommendations_daily"].test(run_conf={"warehouse": str(outside)})
 
     assert task_states(dag_run) == {"materialize": "failed"}
     _failed_once(dag_run, "materialize")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.dags.helpers import load_dags
+
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 HEAVY = ("jax", "polars", "great_expectations", "optax", "pandas")
 
@@ -50,21 +52,21 @@ def test_parsing_imports_nothing_heavy(parsed):
 
 
 @pytest.fixture(scope="module")
-def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS))
+def dags():
+    return load_dags()
 
 
-def test_every_dag_has_tags_retries_and_owner(dagbag):
-    for dag_id, dag in dagbag.dags.items():
+def test_every_dag_has_tags_retries_and_owner(dags):
+    assert set(dags) == {"factorize_ratings", "recommendations_daily", "tune_factorization"}
+    for dag_id, dag in dags.items():
         assert dag.tags, f"{dag_id} has no tags"
         for task in dag.tasks:
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+            assert task.owner == "factorflow", f"{dag_id}.{task.task_id} is owned by {task.owner!r}"
 
 
-def test_factorize_ratings_shape(dagbag):
-    dag = dagbag.dags["factorize_ratings"]
+def test_factorize_ratings_shape(dags):
+    dag = dags["factorize_ratings"]
     assert [t.task_id for t in dag.topological_sort()] == [
         "extract", "validate", "build", "train", "publish"]
     assert dag.max_active_runs == 1 and dag.catchup is False

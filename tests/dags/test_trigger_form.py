@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.dags.helpers import load_dags
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def dags():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors
-    return bag.dags
+    return load_dags()
 
 
 def _schemas(dag):

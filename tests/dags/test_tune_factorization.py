@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.dags.helpers import load_dags
 
 pytestmark = pytest.mark.integration
 
@@ -15,14 +15,12 @@ pytestmark = pytest.mark.integration
 def test_a_small_grid_publishes_only_the_best(small_warehouse, tmp_path, monkeypatch):
     import shutil
 
-    from airflow.dag_processing.dagbag import DagBag
-
     from tests.warehouses import Backend
 
     warehouse = tmp_path / "wh.duckdb"
     shutil.copy(small_warehouse, warehouse)
     monkeypatch.setenv("FACTORFLOW_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["tune_factorization"]
+    dag = load_dags()["tune_factorization"]
     space = {"rank": [2, 8], "reg": [0.05, 5.0]}
     run = dag.test(run_conf={"warehouse": str(warehouse), "space": space, "optimizer": "adam",
                              "epochs": 40, "learning_rate": 0.05, "min_rows": 1000, "top_n": 5})

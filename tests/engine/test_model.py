@@ -6,10 +6,10 @@ import pytest
 
 from factorflow.engine import model as model_module
 from factorflow.engine import top_n
-from factorflow.engine.gradient import fit
+from factorflow.engine import factors
 from factorflow.engine.triplets import Triplets
 from factorflow.engine.model import FORMAT_VERSION, FactorModel
-from factorflow.engine.gradient.fit import FactorParams, TrainConfig
+from factorflow.engine import FactorParams, TrainConfig
 
 pytestmark = pytest.mark.unit
 
@@ -87,18 +87,18 @@ def test_batches_and_padding_give_the_same_answer():
 
 
 def test_predict_matches_training_predict():
-    params = fit.init_params(jax.random.key(1), n_users=9, n_items=7, rank=3, mean=3.2, scale=1.0)
+    params = factors.init_params(jax.random.key(1), n_users=9, n_items=7, rank=3, mean=3.2, scale=1.0)
     model = FactorModel(params)
     users, items = np.array([0, 8, 3, 3], np.int32), np.array([6, 0, 2, 2], np.int32)
     got = model.predict(users, items)
     assert got.dtype == np.float32 and got.shape == (4,)
-    np.testing.assert_allclose(got, np.asarray(fit.predict(params, users, items)), rtol=1e-6)
+    np.testing.assert_allclose(got, np.asarray(factors.predict(params, users, items)), rtol=1e-6)
     with pytest.raises(ValueError, match=r"items range \[7, 7\] outside \[0, 7\)"):
         model.predict(np.array([0]), np.array([7]))
 
 
 def test_save_load_roundtrip(tmp_path):
-    params = fit.init_params(jax.random.key(2), n_users=5, n_items=4, rank=2, mean=3.7, scale=1.0)
+    params = factors.init_params(jax.random.key(2), n_users=5, n_items=4, rank=2, mean=3.7, scale=1.0)
     model = FactorModel(params._replace(user_bias=params.user_bias + 0.25))
     path = tmp_path / "model.npz"
     model.save(path)

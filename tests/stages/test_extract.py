@@ -72,12 +72,12 @@ def test_a_parquet_or_csv_file_is_a_source_too(small_warehouse, tmp_path, suffix
 
 @pytest.mark.integration
 def test_extract_from_postgres_keeps_types_and_rows(postgres_backend, small_warehouse, tmp_path):
-    from factorflow.warehouse.postgres import replace_table
+    from factorflow.warehouse import open_warehouse
 
     source = _source_frame(small_warehouse).with_columns(
         user_id=pl.format("u-{}", pl.col("user_id")), secret=pl.lit("x"))
     table = f"{postgres_backend.schema}.ratings"
-    replace_table(postgres_backend.target, table, source.to_arrow())
+    open_warehouse(postgres_backend.target).replace_table(table, source.to_arrow())
     postgres_backend.execute("UPDATE {schema}.ratings SET rating = NULL WHERE item_id = ?",
                              int(source["item_id"][0]))
     summary = extract_ratings(postgres_backend.target, table, tmp_path)
@@ -97,7 +97,7 @@ def test_extract_from_postgres_keeps_types_and_rows(postgres_backend, small_ware
 
 @pytest.mark.integration
 def test_an_unreachable_postgres_is_one_clear_line(tmp_path):
-    from factorflow.warehouse.postgres import WarehouseUnavailableError
+    from factorflow.warehouse.base import WarehouseUnavailableError
 
     with pytest.raises(WarehouseUnavailableError, match=r"cannot connect to the PostgreSQL "
                        r"warehouse postgresql://nobody:\*\*\*@127.0.0.1:1/none"):

@@ -93,7 +93,8 @@ def test_rating_scale_defaults_and_checks():
 
 def test_sql_pair_score_is_clipped_to_the_runs_scale(backend, small_model):
     """score_pair clips the model's prediction to the run's rating_min / rating_max params."""
-    from factorflow.warehouse.duckdb import publish_model, run_query
+    from factorflow.stages.publish import publish_model
+    from factorflow.warehouse import open_warehouse
 
     model = FactorModel.load(small_model["model_dir"] / MODEL_FILE)
     data = load_matrices(small_model["matrix_dir"])
@@ -106,10 +107,10 @@ def test_sql_pair_score_is_clipped_to_the_runs_scale(backend, small_model):
         publish_model(backend.target, model_id=model_id, model_dir=small_model["model_dir"],
                       matrix_dir=small_model["matrix_dir"], schema=backend.schema,
                       run_info={"params": params})
-        return np.array([run_query(backend.target, "downstream.sql", "score_pair",
-                                   schema=backend.schema,
-                                   params={"user_id": data.user_ids[int(u)],
-                                           "item_id": data.item_ids[int(i)]})[1][0][0]
+        warehouse = open_warehouse(backend.target)
+        return np.array([warehouse.run_query("downstream.sql", "score_pair", schema=backend.schema,
+                                             params={"user_id": data.user_ids[int(u)],
+                                                     "item_id": data.item_ids[int(i)]})[1][0][0]
                          for u, i in zip(users, items)])
 
     np.testing.assert_allclose(scores("scaled", {"rating_min": float(lo), "rating_max": float(hi)}),

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from factorflow.warehouse.duckdb import WarehouseLockedError, publish_model
+from factorflow.stages.publish import publish_model
+from factorflow.warehouse.base import WarehouseLockedError
 from tests.warehouses import TABLES, Backend, hold_duckdb_lock
 
 pytestmark = pytest.mark.integration
@@ -88,7 +89,7 @@ def test_postgres_a_held_lock_fails_clearly_naming_the_holder(postgres_backend, 
 
 KILL_CODE = """
 import sys
-from factorflow.warehouse.duckdb import publish_model
+from factorflow.stages.publish import publish_model
 print("start", flush=True)
 publish_model(sys.argv[1], model_id=sys.argv[2], model_dir=sys.argv[3], matrix_dir=sys.argv[4],
               schema=sys.argv[5])

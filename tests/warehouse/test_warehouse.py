@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from factorflow.stages.train import METRICS_FILE, MODEL_FILE
-from factorflow.warehouse.duckdb import latest_result, publish_model
+from factorflow.stages.publish import publish_model
+from factorflow.warehouse import open_warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -152,13 +153,13 @@ def test_hostile_values_are_bound_not_spliced(backend, small_model):
 def test_latest_result_shows_the_newest_model(backend, small_model):
     _on(backend, small_model, model_id="m1")
     _on(backend, small_model, model_id="m2")
-    result = latest_result(backend.target, schema=backend.schema, top_n=3)
+    result = open_warehouse(backend.target).latest_result(schema=backend.schema, top_n=3)
     assert result["model"]["model_id"] == "m2"
     assert [r["rank"] for r in result["recommendations"]] == [1, 2, 3]
     scores = [r["score"] for r in result["recommendations"]]
     assert scores == sorted(scores, reverse=True)
     with pytest.raises(LookupError):
-        latest_result(backend.target, schema="ff_never_published")
+        open_warehouse(backend.target).latest_result(schema="ff_never_published")
 
 
 def test_string_ids_are_published_exactly_as_given(backend, tmp_path, small_model):

@@ -7,5 +7,5 @@ SELECT column_name, data_type FROM information_schema.columns
 WHERE table_schema = %(schema)s AND table_name = %(table)s
 ORDER BY ordinal_position
 
--- name: copy_out
+-- name: select
 COPY (SELECT {columns} FROM {source}) TO STDOUT WITH (FORMAT csv, HEADER true)

@@ -2,7 +2,8 @@
 -- {schema} is a validated, quoted identifier; {user_id_type}/{item_id_type} are
 -- BIGINT or TEXT, chosen from the source ids. Every value is a bound parameter
 -- (%(model_id)s ...). The statements run in one transaction, after
--- advisory_lock has serialized publishers of the same schema.
+-- advisory_lock has serialized publishers of the same schema. Query names match
+-- include/sql/duckdb/publish.sql; the insert_* queries COPY CSV in.
 
 -- name: advisory_lock
 SELECT pg_advisory_xact_lock(hashtextextended('factorflow.publish:' || %(schema)s, 0))
@@ -135,19 +136,20 @@ SELECT upper(data_type) FROM information_schema.columns
 WHERE table_schema = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
 
 -- name: delete_models
+-- Every row of the models %(model_ids)s (a list), with their sweep candidates.
 DELETE FROM {schema}.predictions WHERE model_id = ANY(%(model_ids)s);
 DELETE FROM {schema}.user_factors WHERE model_id = ANY(%(model_ids)s);
 DELETE FROM {schema}.item_factors WHERE model_id = ANY(%(model_ids)s);
 DELETE FROM {schema}.model_runs WHERE model_id = ANY(%(model_ids)s)
                                   OR candidate_of = ANY(%(model_ids)s);
 
--- name: copy_user_factors
+-- name: insert_user_factors
 COPY {schema}.user_factors (model_id, user_id, bias, factors) FROM STDIN WITH (FORMAT csv, HEADER true)
 
--- name: copy_item_factors
+-- name: insert_item_factors
 COPY {schema}.item_factors (model_id, item_id, bias, factors, n_ratings, mean_rating) FROM STDIN WITH (FORMAT csv, HEADER true)
 
--- name: copy_predictions
+-- name: insert_predictions
 COPY {schema}.predictions (model_id, user_id, item_id, score, rank) FROM STDIN WITH (FORMAT csv, HEADER true)
 
 -- name: insert_model_run

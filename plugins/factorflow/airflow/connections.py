@@ -21,7 +21,7 @@ def warehouse_target(warehouse: str, conn_id: str | None) -> Any:
         conn_id: an Airflow connection id of type ``postgres`` or ``duckdb``.
 
     Returns:
-        The DuckDB path, or a :class:`factorflow.warehouse.postgres.PostgresTarget`.
+        The DuckDB path, or a :class:`factorflow.warehouse.postgres_targets.PostgresTarget`.
 
     Raises:
         ValueError: the connection has another type, or a DuckDB one no file.
@@ -34,7 +34,7 @@ def warehouse_target(warehouse: str, conn_id: str | None) -> Any:
     if conn.conn_type in POSTGRES_TYPES:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from factorflow.warehouse.postgres import PostgresTarget
+        from factorflow.warehouse.postgres_targets import PostgresTarget
 
         hook = PostgresHook(postgres_conn_id=conn_id)
         where = f"{conn.host or 'localhost'}:{conn.port or 5432}/{conn.schema or ''}"

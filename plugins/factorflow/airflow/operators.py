@@ -305,7 +305,7 @@ class PublishFactorsOperator(_StageOperator):
         self.candidates = candidates
 
     def execute(self, context: "Context") -> dict[str, Any]:
-        from factorflow.warehouse.duckdb import publish_model
+        from factorflow.stages.publish import publish_model
 
         target = resolve_warehouse(self.warehouse, self.warehouse_conn_id)
         info = {"dag_id": context["dag"].dag_id, "dag_run_id": context["run_id"],

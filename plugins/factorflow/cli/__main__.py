@@ -1,5 +1,5 @@
 """``python -m factorflow.cli``: the ``factorflow`` command."""
 
-from factorflow.cli.main.main import main
+from factorflow.cli.main import main
 
 raise SystemExit(main())

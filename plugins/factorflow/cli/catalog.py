@@ -18,11 +18,11 @@ def list_runs(warehouse: Any, *, schema: str = "factorflow", limit: int = 200) -
         candidate_of, is_current, and ``stages``: stage -> ``{"seconds",
         "peak_rss_mb"}`` (see :func:`stages`). Empty when nothing is published yet.
     """
-    from factorflow.warehouse.duckdb import run_query
+    from factorflow.warehouse import open_warehouse
 
     try:
-        columns, rows = run_query(warehouse, "latest_result.sql", "model_runs", schema=schema,
-                                  params={"limit": int(limit)})
+        columns, rows = open_warehouse(warehouse).run_query(
+            "latest_result.sql", "model_runs", schema=schema, params={"limit": int(limit)})
     except LookupError:
         return []
     runs = [dict(zip(columns, row)) for row in rows]
@@ -50,10 +50,10 @@ def run_curve(warehouse: Any, model_id: str, *, schema: str = "factorflow") -> b
         LookupError: no such run, or it has no history.
     """
     from factorflow.stages.curves import render_curve
-    from factorflow.warehouse.duckdb import run_query
+    from factorflow.warehouse import open_warehouse
 
-    _, rows = run_query(warehouse, "latest_result.sql", "run_history", schema=schema,
-                        params={"model_id": model_id})
+    _, rows = open_warehouse(warehouse).run_query("latest_result.sql", "run_history",
+                                                  schema=schema, params={"model_id": model_id})
     history = json.loads(rows[0][0]) if rows and rows[0][0] else []
     if not history:
         raise LookupError(f"no run {model_id!r} with a history in schema {schema}")

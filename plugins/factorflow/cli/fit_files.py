@@ -15,17 +15,32 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
+import polars as pl
 
 from factorflow.cli.readers import read_ratings
+from factorflow.engine import FactorModel, FactorParams, TrainConfig, Triplets, fit, losses
+from factorflow.engine.metrics import fit_baseline, mae, rmse
+from factorflow.engine.runtime.cache import enable_compilation_cache, start_runtime
+from factorflow.engine.split import MIN_USER_RATINGS, split_mask
 
 MODEL_FILE = "model.npz"
 USERS_FILE = "users.parquet"
 ITEMS_FILE = "items.parquet"
 METRICS_FILE = "metrics.json"
 UNKNOWN = -1  # index of an id absent from the training file
+
+
+class _Ratings(NamedTuple):
+    """The files as index triplets, with the training file's id maps."""
+
+    train: Triplets
+    valid: Triplets | None  # held out of the training file, None without valid_fraction
+    test: Triplets | None  # indices UNKNOWN where the training file lacks the id
+    users: pl.DataFrame  # user_index, user_id
+    items: pl.DataFrame  # item_index, item_id
 
 
 def resolve_loss(spec: str) -> Callable:
@@ -36,46 +51,40 @@ def resolve_loss(spec: str) -> Callable:
     Raises:
         ValueError: unknown name, unimportable module, or not a usable loss.
     """
-    from factorflow.engine import losses
-
     if ":" in spec and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     return losses.resolve_loss(spec)
 
 
 def _engine_settings(config: dict[str, Any], patience: int | None):
-    """``(TrainConfig, extra keyword arguments of fit.fit)`` from flat settings.
+    """``(TrainConfig, extra keyword arguments of the engine's fit)`` from flat settings.
 
-    Keys go to ``TrainConfig`` when it has such a field, else to ``fit.fit``
-    when it takes such a keyword; so fields the engine gains later (restarts,
-    ...) need no change here. ``None`` means "engine default".
+    Keys go to ``TrainConfig`` when it has such a field, else to :func:`factorflow.engine.fit`
+    when it takes such a keyword; so fields the engine gains later need no
+    change here. ``None`` means "engine default".
     """
-    from factorflow.engine.gradient import fit
-
     settings = {k: v for k, v in config.items() if v is not None}
     if patience is not None:
         settings["patience"] = patience
-    fit_params = set(inspect.signature(fit.fit).parameters) - {
+    fit_params = set(inspect.signature(fit).parameters) - {
         "train", "valid", "n_users", "n_items", "config", "log", "on_epoch"}
     if "loss" in settings:
         # Fail before reading any data; TrainConfig keeps the (JSON-safe) spec
         # string and the engine resolves it again, to the same function.
         resolve_loss(settings["loss"])
-    fields = {k: v for k, v in settings.items() if k in fit.TrainConfig._fields}
+    fields = {k: v for k, v in settings.items() if k in TrainConfig._fields}
     kwargs = {k: v for k, v in settings.items() if k not in fields and k in fit_params}
     unknown = sorted(set(settings) - set(fields) - set(kwargs))
     if unknown:
         raise ValueError(
             f"unknown training setting(s) {unknown}; this engine accepts "
-            f"{sorted(fit.TrainConfig._fields)} and {sorted(fit_params)}"
+            f"{sorted(TrainConfig._fields)} and {sorted(fit_params)}"
         )
-    return fit.TrainConfig(**fields), kwargs
+    return TrainConfig(**fields), kwargs
 
 
 def _id_map(ids, name: str):
     """Sorted distinct ids with their ``<name>_index`` (a Polars frame)."""
-    import polars as pl
-
     # Int32 indices, the same as matrix.build_matrices writes.
     frame = ids.unique().sort().to_frame(f"{name}_id").with_row_index(f"{name}_index")
     return frame.with_columns(pl.col(f"{name}_index").cast(pl.Int32))
@@ -83,8 +92,6 @@ def _id_map(ids, name: str):
 
 def _to_index(ids, id_map, name: str) -> np.ndarray:
     """``[n]`` int32 indices of ``ids`` in ``id_map``; :data:`UNKNOWN` where absent."""
-    import polars as pl
-
     known = id_map[f"{name}_id"]
     # A test file may spell ids differently (strings vs ints): uncastable ids
     # are simply unknown, never an error.
@@ -127,6 +134,7 @@ def json_safe(value: Any) -> Any:
     return str(value)  # paths, callables: their readable form
 
 
+
 def fit_files(
     train_path: str | Path,
     *,
@@ -154,7 +162,7 @@ def fit_files(
             RMSE; needs ``valid_fraction > 0``.
         log: called with human-readable progress lines (one per epoch).
         **config: ``TrainConfig`` fields (rank, epochs, learning_rate, reg,
-            seed, optimizer, ...) or ``fit.fit`` keywords (``loss`` as a
+            seed, optimizer, ...) or :func:`factorflow.engine.fit` keywords (``loss`` as a
             name or ``"module:function"``); None values mean default.
 
     Returns:
@@ -162,19 +170,13 @@ def fit_files(
         file (when given), ``fit_seconds`` (wall, compilation included),
         ``epochs_run``, ``best_epoch``, ``ratings_per_second`` (median epoch)
         and ``history`` (per epoch: ``epoch``, ``seconds`` since the fit
-        started, ``train_loss``, ``train_rmse``, ``valid_rmse``, ``test_rmse``).
+        started, ``train_loss``, ``train_rmse``, ``valid_rmse``, ``test_rmse``
+        of that epoch's model).
 
     Raises:
         FileNotFoundError: a file is missing.
         ValueError: malformed file, bad or unknown settings, diverged fit.
     """
-    from factorflow.engine.gradient import fit
-    from factorflow.engine.runtime.cache import enable_compilation_cache, start_runtime
-    from factorflow.engine.metrics import fit_baseline, mae, rmse
-    from factorflow.engine.split import MIN_USER_RATINGS, split_mask
-    from factorflow.engine.triplets import Triplets
-    from factorflow.engine.model import FactorModel
-
     enable_compilation_cache()
     runtime = start_runtime()  # while the files are read
     started = time.perf_counter()
@@ -186,95 +188,125 @@ def fit_files(
                          "early stopping on the test file would leak it into the model")
     train_config, fit_kwargs = _engine_settings(config, patience)
 
+    data = _read(train_path, test_path, format, valid_fraction, train_config.seed)
+    read_seconds = time.perf_counter() - started
+    log(f"read {len(data.train):,} train, {_count(data.valid):,} validation, "
+        f"{_count(data.test):,} test ratings ({data.users.height:,} users x "
+        f"{data.items.height:,} items) in {read_seconds:.2f} s; config {train_config._asdict()}")
+
+    runtime.result()  # one clear error if JAX's backend cannot start
+    fit_started = time.perf_counter()
+    model, test_by_epoch = _fit(data, train_config, fit_kwargs, log)
+    fit_seconds = time.perf_counter() - fit_started
+
+    summary = {
+        "train_path": str(train_path), "test_path": None if test_path is None else str(test_path),
+        **_fit_summary(model, data, fit_seconds),
+        "config": train_config._asdict(), "loss": config.get("loss") or "squared",
+        "patience": patience, "valid_fraction": valid_fraction, "read_seconds": read_seconds,
+        **({} if data.test is None else _test_metrics(model, data)),
+        "history": _history(model.fit_result.history, test_by_epoch, data.test is not None),
+        "seconds": time.perf_counter() - started,
+        "out": None if out is None else str(out),
+    }
+    summary = json_safe(summary)
+    if out is not None:
+        _save(Path(out), model, data, summary)
+    return summary
+
+
+def _count(triplets: Triplets | None) -> int:
+    return 0 if triplets is None else len(triplets)
+
+
+def _read(train_path: str | Path, test_path: str | Path | None, format: str,
+          valid_fraction: float, seed: int) -> _Ratings:
+    """Both files as triplets indexed by the training file's ids, the validation split held out."""
     train_df = read_ratings(train_path, format=format)
     test_df = None if test_path is None else read_ratings(test_path, format=format)
     users, items = _id_map(train_df["user_id"], "user"), _id_map(train_df["item_id"], "item")
-    n_users, n_items = users.height, items.height
     u = _to_index(train_df["user_id"], users, "user")
     i = _to_index(train_df["item_id"], items, "item")
     r = train_df["rating"].to_numpy().astype(np.float32)
     is_valid = np.zeros(r.shape[0], bool)
     if valid_fraction > 0:
-        is_valid = split_mask(u, n_users, valid_fraction, MIN_USER_RATINGS,
-                               train_config.seed)
-    train = Triplets(u[~is_valid], i[~is_valid], r[~is_valid])
-    valid = Triplets(u[is_valid], i[is_valid], r[is_valid]) if is_valid.any() else None
+        is_valid = split_mask(u, users.height, valid_fraction, MIN_USER_RATINGS, seed)
     test = None
     if test_df is not None:
         test = Triplets(_to_index(test_df["user_id"], users, "user"),
                         _to_index(test_df["item_id"], items, "item"),
                         test_df["rating"].to_numpy().astype(np.float32))
-    read_seconds = time.perf_counter() - started
-    log(f"read {len(train):,} train, {0 if valid is None else len(valid):,} validation, "
-        f"{0 if test is None else len(test):,} test ratings ({n_users:,} users x "
-        f"{n_items:,} items) in {read_seconds:.2f} s; config {train_config._asdict()}")
+    return _Ratings(train=Triplets(u[~is_valid], i[~is_valid], r[~is_valid]),
+                    valid=Triplets(u[is_valid], i[is_valid], r[is_valid]) if is_valid.any() else None,
+                    test=test, users=users, items=items)
 
-    # Per-epoch test RMSE needs the epoch's parameters; only an engine callback
-    # gives them without letting the test set pick the returned epoch.
+
+def _fit(data: _Ratings, train_config: TrainConfig, fit_kwargs: dict[str, Any],
+         log: Callable[[str], None]) -> tuple[FactorModel, dict[int, float]]:
+    """The fitted model and, with a test file, each epoch's test RMSE.
+
+    The engine's per-epoch callback gives each epoch's parameters: the test
+    file is scored on them without letting it pick the returned epoch.
+    """
     test_by_epoch: dict[int, float] = {}
-    if test is not None and "on_epoch" in inspect.signature(fit.fit).parameters:
-        def on_epoch(epoch: int, params: Any) -> None:
+    if data.test is not None:
+        test = data.test
+
+        def on_epoch(epoch: int, params: FactorParams) -> None:
             test_by_epoch[epoch] = rmse(predict_open(params, test.users, test.items),
                                         test.ratings)
-        fit_kwargs["on_epoch"] = on_epoch
 
-    runtime.result()  # one clear error if JAX's backend cannot start
-    fit_started = time.perf_counter()
-    model = FactorModel.fit(train, n_users=n_users, n_items=n_items, valid=valid,
-                            config=train_config, log=log, **fit_kwargs)
-    fit_seconds = time.perf_counter() - fit_started
+        fit_kwargs = {**fit_kwargs, "on_epoch": on_epoch}
+    model = FactorModel.fit(data.train, n_users=data.users.height, n_items=data.items.height,
+                            valid=data.valid, config=train_config, log=log, **fit_kwargs)
+    return model, test_by_epoch
+
+
+def _fit_summary(model: FactorModel, data: _Ratings, fit_seconds: float) -> dict[str, Any]:
+    """Counts, the fit's speed and epochs, and the model's RMSE on train (and validation)."""
     result = model.fit_result
-
-    history = []
-    for entry in result.history:
-        row = dict(entry)  # whatever the engine reports (restart, ...), plus test_rmse
-        if test is not None:
-            row["test_rmse"] = test_by_epoch.get(entry["epoch"])
-        history.append(row)
-    summary: dict[str, Any] = {
-        "train_path": str(train_path), "test_path": None if test_path is None else str(test_path),
-        "n_users": n_users, "n_items": n_items, "n_train": len(train),
-        "n_valid": 0 if valid is None else len(valid), "n_test": 0 if test is None else len(test),
-        "config": train_config._asdict(), "loss": config.get("loss") or "squared",
-        "patience": patience, "valid_fraction": valid_fraction, "epochs_run": len(result.history),
-        "best_epoch": result.best_epoch, "fit_seconds": fit_seconds,
+    summary = {
+        "n_users": data.users.height, "n_items": data.items.height, "n_train": len(data.train),
+        "n_valid": _count(data.valid), "n_test": _count(data.test),
+        "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+        "fit_seconds": fit_seconds,
         "ratings_per_second": float(np.median([h["ratings_per_s"] for h in result.history])),
-        "read_seconds": read_seconds,
-        "train_rmse": rmse(model.predict(train.users, train.items), train.ratings),
+        "train_rmse": rmse(model.predict(data.train.users, data.train.items), data.train.ratings),
     }
-    if valid is not None:
-        summary["valid_rmse"] = rmse(model.predict(valid.users, valid.items), valid.ratings)
-    if test is not None:
-        pred = predict_open(model.params, test.users, test.items)
-        base = fit_baseline(train, n_users=n_users, n_items=n_items)
-        base_params = fit.FactorParams(base.mean, base.user_bias, base.item_bias,
-                                            np.zeros((n_users, 0), np.float32),
-                                            np.zeros((n_items, 0), np.float32))
-        base_pred = predict_open(base_params, test.users, test.items)
-        summary.update(
-            rmse=rmse(pred, test.ratings), mae=mae(pred, test.ratings),
-            baseline_rmse=rmse(base_pred, test.ratings), baseline_mae=mae(base_pred, test.ratings),
-            n_test_unknown_user=int(np.sum(test.users == UNKNOWN)),
-            n_test_unknown_item=int(np.sum(test.items == UNKNOWN)),
-        )
-        # Without the callback, the one test RMSE we can honestly place is that
-        # of the returned parameters, i.e. of the best epoch.
-        if not test_by_epoch:
-            for row in history:
-                if row["epoch"] == result.best_epoch:
-                    row["test_rmse"] = summary["rmse"]
-    summary["history"] = history
-    summary["seconds"] = time.perf_counter() - started
-    summary["out"] = None if out is None else str(out)
-    summary = json_safe(summary)
-    if out is not None:
-        _save(Path(out), model, users, items, summary)
+    if data.valid is not None:
+        summary["valid_rmse"] = rmse(model.predict(data.valid.users, data.valid.items),
+                                     data.valid.ratings)
     return summary
 
 
-def _save(out: Path, model, users, items, summary: dict[str, Any]) -> None:
+def _test_metrics(model: FactorModel, data: _Ratings) -> dict[str, Any]:
+    """The model's and the bias-only baseline's RMSE and MAE on the test file, unseen ids counted."""
+    test, n_users, n_items = data.test, data.users.height, data.items.height
+    pred = predict_open(model.params, test.users, test.items)
+    base = fit_baseline(data.train, n_users=n_users, n_items=n_items)
+    base_params = FactorParams(base.mean, base.user_bias, base.item_bias,
+                               np.zeros((n_users, 0), np.float32),
+                               np.zeros((n_items, 0), np.float32))
+    base_pred = predict_open(base_params, test.users, test.items)
+    return {
+        "rmse": rmse(pred, test.ratings), "mae": mae(pred, test.ratings),
+        "baseline_rmse": rmse(base_pred, test.ratings), "baseline_mae": mae(base_pred, test.ratings),
+        "n_test_unknown_user": int(np.sum(test.users == UNKNOWN)),
+        "n_test_unknown_item": int(np.sum(test.items == UNKNOWN)),
+    }
+
+
+def _history(history: list[dict[str, Any]], test_by_epoch: dict[int, float],
+             with_test: bool) -> list[dict[str, Any]]:
+    """The engine's per-epoch rows (whatever it reports), each with its ``test_rmse`` added."""
+    if not with_test:
+        return [dict(row) for row in history]
+    return [{**row, "test_rmse": test_by_epoch.get(row["epoch"])} for row in history]
+
+
+def _save(out: Path, model: FactorModel, data: _Ratings, summary: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / MODEL_FILE)
-    users.write_parquet(out / USERS_FILE)
-    items.write_parquet(out / ITEMS_FILE)
+    data.users.write_parquet(out / USERS_FILE)
+    data.items.write_parquet(out / ITEMS_FILE)
     (out / METRICS_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False))

@@ -20,10 +20,10 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from factorflow.warehouse.duckdb import latest_result
+    from factorflow.warehouse import open_warehouse
 
-    result = latest_result(args.warehouse, schema=args.schema, user_id=args.user,
-                           top_n=args.top)
+    result = open_warehouse(args.warehouse).latest_result(schema=args.schema, user_id=args.user,
+                                                         top_n=args.top)
     if args.json:
         print(json.dumps(result, default=str, indent=2))
         return 0
@@ -84,9 +84,9 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from factorflow.warehouse.duckdb import rollback
+    from factorflow.warehouse import open_warehouse
 
-    result = rollback(args.warehouse, to=args.to, schema=args.schema)
+    result = open_warehouse(args.warehouse).rollback(to=args.to, schema=args.schema)
     print(f"{result['schema']}.current_* now show model {result['current_model']}")
     return 0
 

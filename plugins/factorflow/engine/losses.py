@@ -154,8 +154,8 @@ LOSSES: dict[str, DataLoss] = {
 #: Per-element penalties by name (``TrainConfig.penalty``).
 REGULARIZERS: dict[str, Penalty] = {"l2": l2_penalty, "l1": l1_penalty}
 
-assert tuple(LOSSES) == LOSS_NAMES, "losses.LOSSES and registry.LOSS_NAMES disagree"
-assert tuple(REGULARIZERS) == PENALTY_NAMES, "REGULARIZERS and registry.PENALTY_NAMES disagree"
+assert tuple(LOSSES) == LOSS_NAMES, "losses.LOSSES and choices.LOSS_NAMES disagree"
+assert tuple(REGULARIZERS) == PENALTY_NAMES, "REGULARIZERS and choices.PENALTY_NAMES disagree"
 
 
 def _registered(registry: dict, kind: str, name: str):

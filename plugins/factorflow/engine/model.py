@@ -24,17 +24,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from factorflow.engine import top_n
-from factorflow.engine.gradient import fit
-from factorflow.engine.triplets import Triplets
+from factorflow.engine import dispatch, top_n
+from factorflow.engine.config import TrainConfig
+from factorflow.engine.factors import FactorParams, predict
 from factorflow.engine.memory import ratings_per_chunk, spans, users_per_batch
-from factorflow.engine.gradient.fit import FactorParams, FitResult, TrainConfig
+from factorflow.engine.results import FitResult
+from factorflow.engine.triplets import Triplets
 
 FORMAT_VERSION = 1
 _FIELDS = FactorParams._fields
 
 
-_predict = jax.jit(fit.predict)
+_predict = jax.jit(predict)
 
 
 def _padded_size(n: int, cap: int | None = None) -> int:
@@ -117,7 +118,7 @@ class FactorModel:
         config: TrainConfig = TrainConfig(),
         **kwargs: Any,
     ) -> "FactorModel":
-        """Train with :func:`factorflow.engine.gradient.fit.fit` and wrap the result.
+        """Train with :func:`factorflow.engine.dispatch.fit` and wrap the result.
 
         Args:
             train: training ratings.
@@ -125,13 +126,13 @@ class FactorModel:
             n_items: number of items.
             valid: optional validation ratings (early stopping, best epoch).
             config: training settings.
-            **kwargs: passed on to :func:`factorflow.engine.gradient.fit.fit` (``loss``,
+            **kwargs: passed on to :func:`factorflow.engine.dispatch.fit` (``loss``,
                 ``log``, ``patience``, ``key``, ``on_epoch``).
 
         Returns:
             The model; its :class:`FitResult` is ``model.fit_result``.
         """
-        result = fit.fit(
+        result = dispatch.fit(
             train, n_users=n_users, n_items=n_items, valid=valid, config=config, **kwargs
         )
         return cls(result.params, fit_result=result, config=config._asdict())

@@ -1,6 +1,6 @@
 """Hyperparameter sweeps: candidate settings from a search space, and the winner.
 
-A search space maps :class:`factorflow.engine.gradient.fit.TrainConfig` fields to lists of
+A search space maps :class:`factorflow.engine.config.TrainConfig` fields to lists of
 values, e.g. ``{"rank": [8, 16, 32], "reg": [0.02, 0.05]}``. A grid search tries
 every combination; a random search a seeded sample of them.
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 from typing import Any, Mapping, Sequence
+
+from factorflow.engine.config import TrainConfig
 
 SEARCHES = ("grid", "random")
 
@@ -32,8 +34,6 @@ def plan_candidates(space: Mapping[str, Sequence[Any]], *, search: str = "grid",
     Raises:
         ValueError: naming the offending field or count.
     """
-    from factorflow.engine.gradient.fit import TrainConfig
-
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     if not isinstance(space, Mapping) or not space:

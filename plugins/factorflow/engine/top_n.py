@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from factorflow.engine.gradient.slots import group_order
+from factorflow.engine.grouping import group_order
 
 #: Items per block of the first ranking pass.
 ITEM_BLOCK = 128

@@ -79,3 +79,39 @@ def to_dense(triplets: Triplets, *, n_users: int, n_items: int) -> tuple[np.ndar
     values[triplets.users, triplets.items] = triplets.ratings
     mask[triplets.users, triplets.items] = True
     return values, mask
+
+
+def check_fit_inputs(train: Triplets, valid: Triplets | None, *, n_users: int,
+                     n_items: int) -> tuple[Triplets, Triplets | None]:
+    """A fit's ratings as NumPy arrays, after checking them; ``valid`` None when empty.
+
+    Raises:
+        ValueError: for ``n_users`` or ``n_items`` below 1, an empty ``train``, or
+            a set (named ``train``/``valid`` in the message) whose arrays are not
+            1-D of one length, whose indices fall outside ``[0, n)``, or whose
+            ratings are not finite.
+    """
+    if n_users < 1 or n_items < 1:
+        raise ValueError(f"n_users and n_items must be >= 1, got {n_users}, {n_items}")
+    if len(train) == 0:
+        raise ValueError("train has no ratings")
+    train = _checked(train, "train", n_users, n_items)
+    if valid is not None:
+        valid = _checked(valid, "valid", n_users, n_items)
+    return train, valid if valid is not None and len(valid) else None
+
+
+def _checked(triplets: Triplets, name: str, n_users: int, n_items: int) -> Triplets:
+    users, items, ratings = (np.asarray(a) for a in triplets)
+    if not (users.ndim == items.ndim == ratings.ndim == 1
+            and users.shape == items.shape == ratings.shape):
+        raise ValueError(f"{name}: users {users.shape}, items {items.shape}, "
+                         f"ratings {ratings.shape} must be 1-D of one length")
+    if users.size:
+        for index, n, what in ((users, n_users, "user"), (items, n_items, "item")):
+            if index.min() < 0 or index.max() >= n:
+                raise ValueError(f"{name}: {what} index range [{index.min()}, {index.max()}] "
+                                 f"outside [0, {n})")
+        if not np.all(np.isfinite(ratings)):
+            raise ValueError(f"{name}: ratings contain nan or inf")
+    return Triplets(users, items, ratings)

@@ -1,7 +1,8 @@
 """Extract: the source ratings into a Parquet artifact.
 
-The source is a table of the warehouse (a DuckDB file, or PostgreSQL), or a
-Parquet/CSV file (or glob) that DuckDB reads directly.
+The source is a table of the warehouse (a DuckDB file, or PostgreSQL), read by
+its back end, or a Parquet/CSV file (or glob) that DuckDB reads directly,
+whatever the warehouse.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from factorflow.warehouse.identifiers import quote_table
-from factorflow.paths import read_queries
+from factorflow.warehouse import open_warehouse
+from factorflow.warehouse.duckdb import copy_ratings
 
 RATINGS_FILE = "ratings.parquet"
 #: A source that is a file path rather than a table: DuckDB's reader for it.
@@ -36,7 +37,7 @@ def extract_ratings(warehouse: Any, source_table: str, out_dir: str | Path) -> d
 
     Args:
         warehouse: DuckDB database file, or a PostgreSQL target
-            (``postgresql://`` URI or :class:`factorflow.warehouse.postgres.PostgresTarget`).
+            (``postgresql://`` URI or :class:`factorflow.warehouse.postgres_targets.PostgresTarget`).
         source_table: ``schema.table`` (validated against a strict identifier
             pattern), or a ``.parquet``/``.csv``/``.tsv`` path or glob, read by
             DuckDB whatever the warehouse.
@@ -49,36 +50,19 @@ def extract_ratings(warehouse: Any, source_table: str, out_dir: str | Path) -> d
         FileNotFoundError: the warehouse file or the source file does not exist.
         ValueError: the table name is not a plain identifier, or the table is missing.
     """
-    import duckdb
     import pyarrow.parquet as pq
-
-    from factorflow.warehouse import postgres
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RATINGS_FILE
     tmp = path.with_suffix(".parquet.tmp")
-    q = read_queries("extract_ratings.sql")
     reader = file_reader(source_table)
-    if reader is None and postgres.is_postgres(warehouse):
-        postgres.extract(warehouse, source_table, tmp)
+    if reader is None:
+        open_warehouse(warehouse).extract_ratings(source_table, tmp)
+    elif not glob.glob(source_table):
+        raise FileNotFoundError(f"source file not found: {source_table}")
     else:
-        if reader is not None:
-            if not glob.glob(source_table):
-                raise FileNotFoundError(f"source file not found: {source_table}")
-            database, source = ":memory:", f"{reader}($path)"
-        else:
-            database, source = str(warehouse), quote_table(source_table)
-            if not Path(warehouse).is_file():
-                raise FileNotFoundError(f"warehouse file not found: {warehouse}")
-        with duckdb.connect(database, read_only=database != ":memory:") as con:
-            try:
-                relation = con.sql(q["select"].format(source=source),
-                                   params={"path": source_table} if reader else None)
-            except duckdb.CatalogException as exc:
-                raise ValueError(
-                    f"source table {source_table!r} not found in {warehouse}: {exc}") from exc
-            relation.write_parquet(str(tmp))
+        copy_ratings(":memory:", f"{reader}($path)", tmp, params={"path": source_table})
     meta = pq.read_metadata(tmp)  # the footer alone: rows and columns, no scan
     n_rows, columns = meta.num_rows, meta.schema.to_arrow_schema().names
     tmp.replace(path)  # readers never see a half-written artifact

@@ -1,7 +1,10 @@
-"""A trained model's tables, staged as Arrow for any warehouse back end.
+"""Publish: a trained model's tables, staged as Arrow, written into the warehouse atomically.
 
 The publish stage reads the train and build artifacts once into these tables;
-each back end (DuckDB, PostgreSQL) then writes them in one transaction.
+the warehouse's back end (DuckDB, PostgreSQL) then writes them in one
+transaction: readers see the previous model or the new one, never a mix, and a
+failure part-way leaves every table as it was. A model id is derived from the
+DAG run, so a retry replaces its own rows and never touches other models'.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
+
+from factorflow.warehouse import open_warehouse
+from factorflow.warehouse.identifiers import quote_identifier
 
 #: model_runs columns filled from the train stage's metrics (same names).
 METRIC_COLUMNS = (
@@ -215,3 +221,50 @@ def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
     staged = StagedModel(model_id, users, items, predictions, run, metrics, candidate_runs)
     staged.id_kind("user"), staged.id_kind("item")  # refuse other id types up front
     return staged
+
+
+def publish_model(
+    warehouse: Any,
+    *,
+    model_id: str,
+    model_dir: str | Path,
+    matrix_dir: str | Path,
+    schema: str = "factorflow",
+    run_info: Mapping[str, Any] | None = None,
+    keep: int = 5,
+    lock_timeout: float = 60.0,
+    candidates: Sequence[str | Path] = (),
+) -> dict[str, Any]:
+    """Write one trained model's tables in a single transaction.
+
+    Args:
+        warehouse: a DuckDB database file (created if missing), or a PostgreSQL
+            target (``postgresql://`` URI or
+            :class:`factorflow.warehouse.postgres_targets.PostgresTarget`).
+        model_id: the model's key; rows already stored under it are replaced.
+        model_dir: output of the train stage (``model.npz``, ``metrics.json``,
+            ``recommendations.npz``).
+        matrix_dir: output of the build stage (id maps and counts).
+        schema: target schema, validated against a strict identifier pattern.
+        run_info: ``dag_id``, ``dag_run_id``, ``source_table``, ``params`` (dict)
+            and ``timings`` (stage -> ``{"seconds", "peak_rss_mb"}``, or stage ->
+            seconds) to record in ``model_runs``'s ``timings`` and ``peak_rss_mb``.
+        keep: models kept (newest first); older ones are deleted in the same
+            transaction. The ``current_*`` views then show this model.
+        lock_timeout: seconds to wait for another writer's lock.
+        candidates: a sweep's train-stage output directories (this model's
+            included); each gets a ``model_runs`` row with ``candidate_of`` =
+            ``model_id`` and no factors, in the same transaction.
+
+    Returns:
+        JSON-safe summary: warehouse, schema, model id and row counts per table.
+
+    Raises:
+        WarehouseLockedError: another writer held the lock past ``lock_timeout``.
+    """
+    if int(keep) < 1:
+        raise ValueError(f"keep must be >= 1 (the new model is always kept), got {keep}")
+    quote_identifier(schema)  # a bad schema fails before any artifact is read
+    staged = stage_model(model_id, model_dir, matrix_dir, run_info, candidates)
+    return open_warehouse(warehouse).publish(staged, schema=schema, keep=int(keep),
+                                             lock_timeout=lock_timeout)

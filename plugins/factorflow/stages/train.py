@@ -126,7 +126,7 @@ def train_factors(
             clipped to, after ranking (default: the observed training range,
             see :func:`rating_scale`); recorded in ``metrics.json``.
         log_fn: where progress lines go (default: this module's logger).
-        **config: fields of :class:`factorflow.engine.gradient.fit.TrainConfig` (rank,
+        **config: fields of :class:`factorflow.engine.TrainConfig` (rank,
             epochs, learning_rate, reg, seed, ...); ``None`` values mean default.
 
     Returns:
@@ -136,29 +136,14 @@ def train_factors(
         factorflow.engine.memory.OutOfMemoryError: a step ran out of memory (which
             one, and what to change, in the message).
     """
-    from factorflow.engine.runtime.cache import enable_compilation_cache, start_runtime
+    from factorflow.engine import FactorModel
     from factorflow.stages.curves import save_history
-    from factorflow.stages.build import load_matrices
-    from factorflow.engine.model import FactorModel
-    from factorflow.engine.gradient.fit import TrainConfig
-
-    import jax
 
     if top_n < 1:
         raise ValueError(f"top_n must be >= 1, got {top_n}")
-    cache = enable_compilation_cache()
-    runtime = start_runtime()  # while the matrices load
-    started, step = time.perf_counter(), _Steps()
-    with step("load", "loading the matrices"):
-        data = load_matrices(matrix_dir)
-    scale = rating_scale(data.summary, rating_min, rating_max)
+    started, step, log_fn = time.perf_counter(), _Steps(), log_fn or log.info
+    data, scale, train_config = _load(matrix_dir, config, rating_min, rating_max, step, log_fn)
     n_users, n_items = data.summary["n_users"], data.summary["n_items"]
-    train_config = TrainConfig(**{k: v for k, v in config.items() if v is not None})
-    runtime.result()  # one clear error if JAX's backend cannot start
-    log_fn = log_fn or log.info
-    log_fn(f"training on {len(data.train)} ratings ({n_users} users x {n_items} items), "
-           f"validating on {len(data.valid)}; config {train_config._asdict()}; "
-           f"JAX {jax.default_backend()} backend, compilation cache {cache or 'off'}")
 
     with step("fit", f"fitting the model (rank {train_config.rank}, {train_config.optimizer})"):
         model = FactorModel.fit(data.train, n_users=n_users, n_items=n_items,
@@ -182,6 +167,29 @@ def train_factors(
     metrics["step_seconds"] = step.seconds
     metrics["seconds"] = time.perf_counter() - started
     return _finish(out, metrics, curves, log_fn)
+
+
+def _load(matrix_dir: str | Path, config: dict[str, Any], rating_min: float | None,
+          rating_max: float | None, step: _Steps, log_fn: Callable[[str], None]):
+    """The build's artifacts, the rating scale and the ``TrainConfig``, with JAX started meanwhile."""
+    import jax
+
+    from factorflow.engine import TrainConfig
+    from factorflow.engine.runtime.cache import enable_compilation_cache, start_runtime
+    from factorflow.stages.build import load_matrices
+
+    cache = enable_compilation_cache()
+    runtime = start_runtime()  # while the matrices load
+    with step("load", "loading the matrices"):
+        data = load_matrices(matrix_dir)
+    scale = rating_scale(data.summary, rating_min, rating_max)
+    train_config = TrainConfig(**{k: v for k, v in config.items() if v is not None})
+    runtime.result()  # one clear error if JAX's backend cannot start
+    log_fn(f"training on {len(data.train)} ratings ({data.summary['n_users']} users x "
+           f"{data.summary['n_items']} items), validating on {len(data.valid)}; config "
+           f"{train_config._asdict()}; JAX {jax.default_backend()} backend, "
+           f"compilation cache {cache or 'off'}")
+    return data, scale, train_config
 
 
 def _finish(out: Path, metrics: dict[str, Any], curves: dict[str, str],

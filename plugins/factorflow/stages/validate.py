@@ -123,10 +123,7 @@ def validate_ratings(
     """
     import pyarrow.parquet as pq
 
-    params = _check_config(rating_min, rating_max, min_rows)
-    if not isinstance(batch_rows, numbers.Integral) or isinstance(batch_rows, bool) \
-            or batch_rows < 1:
-        raise ValueError(f"batch_rows must be an integer >= 1, got {batch_rows!r}")
+    params = _check_config(rating_min, rating_max, min_rows, batch_rows)
     if suite_path is None:
         from factorflow.paths import expectation_suite_path
 
@@ -144,15 +141,8 @@ def validate_ratings(
     results = [outcomes[i] for i in sorted(outcomes)]  # suite order: reports read top-down
     failures = [describe_failure(r, columns) for r in results if not r.success]
     if failures:
-        header = (
-            f"ratings validation failed for {path}: {len(failures)} of {len(results)} "
-            f"expectations failed ({n_rows} row(s); suite '{suite.name}'; "
-            f"rating scale [{rating_min}, {rating_max}]; min_rows={min_rows})"
-        )
-        raise RatingsValidationError(
-            "\n".join([header, *(f["text"] for f in failures)]),
-            [{k: v for k, v in f.items() if k != "text"} for f in failures],
-        )
+        raise _failed(path, failures, len(results), n_rows, suite.name,
+                      f"rating scale [{rating_min}, {rating_max}]; min_rows={min_rows}")
     return {
         "success": True,
         "path": str(path),
@@ -164,7 +154,22 @@ def validate_ratings(
     }
 
 
-def _check_config(rating_min: float, rating_max: float, min_rows: int) -> dict[str, Any]:
+def _failed(path: str | Path, failures: list[dict[str, Any]], n_results: int, n_rows: int,
+            suite_name: str, settings: str) -> RatingsValidationError:
+    """The error that lists every failed expectation under one header line."""
+    header = (
+        f"ratings validation failed for {path}: {len(failures)} of {n_results} "
+        f"expectations failed ({n_rows} row(s); suite '{suite_name}'; {settings})"
+    )
+    return RatingsValidationError(
+        "\n".join([header, *(f["text"] for f in failures)]),
+        [{k: v for k, v in f.items() if k != "text"} for f in failures],
+    )
+
+
+def _check_config(rating_min: float, rating_max: float, min_rows: int,
+                  batch_rows: int) -> dict[str, Any]:
+    """The suite's parameters, once the arguments are checked."""
     def is_real(x: Any) -> bool:
         return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -175,6 +180,9 @@ def _check_config(rating_min: float, rating_max: float, min_rows: int) -> dict[s
         )
     if not isinstance(min_rows, numbers.Integral) or isinstance(min_rows, bool) or min_rows < 0:
         raise ValueError(f"min_rows must be an integer >= 0, got {min_rows!r}")
+    if not isinstance(batch_rows, numbers.Integral) or isinstance(batch_rows, bool) \
+            or batch_rows < 1:
+        raise ValueError(f"batch_rows must be an integer >= 1, got {batch_rows!r}")
     return {
         "rating_min": float(rating_min),
         "rating_max": float(rating_max),

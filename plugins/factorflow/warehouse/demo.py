@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from factorflow.warehouse.identifiers import quote_table
+from factorflow.warehouse import open_warehouse
 
 
 def generate_ratings(
@@ -102,25 +102,8 @@ def write_demo_warehouse(
     Returns:
         ``{"warehouse": path, "table": table, "n_ratings": n}``.
     """
-    import duckdb
     import pyarrow as pa
 
-    from factorflow.warehouse import postgres
-
-    columns = generate_ratings(**generate_kwargs)
-    arrow = pa.table(columns)
-    if postgres.is_postgres(path):
-        n = postgres.replace_table(path, table, arrow)
-        return {"warehouse": postgres.as_target(path).name, "table": table, "n_ratings": n}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    quoted = quote_table(table)
-    with duckdb.connect(str(path)) as con:
-        con.register("generated_ratings", arrow)
-        con.execute("BEGIN")
-        if "." in table:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted.split('.')[0]}")
-        con.execute(f"CREATE OR REPLACE TABLE {quoted} AS SELECT * FROM generated_ratings")
-        con.execute("COMMIT")
-        (n,) = con.execute(f"SELECT count(*) FROM {quoted}").fetchone()
-    return {"warehouse": str(path), "table": table, "n_ratings": int(n)}
+    warehouse = open_warehouse(path)
+    n = warehouse.replace_table(table, pa.table(generate_ratings(**generate_kwargs)))
+    return {"warehouse": warehouse.name, "table": table, "n_ratings": n}

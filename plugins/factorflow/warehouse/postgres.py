@@ -1,192 +1,174 @@
-"""The PostgreSQL warehouse back end: targets, sessions, extract and queries.
+"""The PostgreSQL back end: publishes serialized per schema, rows moved in by ``COPY``.
 
-A target is a ``postgresql://`` URI or a :class:`PostgresTarget` whose
-``connect`` returns a DB-API connection (psycopg 3, or psycopg2); the Airflow
-glue builds one from a connection id with the Postgres provider's hook. The
-SQL lives in ``include/sql/postgres/`` under the same names as the DuckDB
-files, so both back ends answer the same queries. Publishing is in
-:mod:`factorflow.warehouse.postgres_publish`.
+Publishers of one schema take a transaction-scoped advisory lock; one that
+waits past its timeout fails naming the holder. Readers keep seeing the
+previous model until the commit (MVCC). Schema migrations and view changes
+take ACCESS EXCLUSIVE locks, so they run only when the schema lacks them. The
+SQL is ``include/sql/postgres/``; targets and sessions are
+:mod:`factorflow.warehouse.postgres_targets`.
 """
 
 from __future__ import annotations
 
 import io
-import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping
 
-from factorflow.warehouse.identifiers import quote_identifier, quote_table
 from factorflow.paths import read_queries
+from factorflow.warehouse.base import (
+    SCHEMA_STEPS,
+    Warehouse,
+    WarehouseLockedError,
+    run_statements,
+)
+from factorflow.warehouse.identifiers import quote_identifier, quote_table
+from factorflow.warehouse.postgres_targets import as_target, copy_in, copy_out, sqlstate, transaction
 
-
-PG_ID_TYPES = {"integer": "BIGINT", "string": "TEXT"}
-URI_PREFIXES = ("postgresql://", "postgres://", "postgresql+psycopg://", "postgresql+psycopg2://")
 #: Columns the extract keeps (the rest of a source table is ignored).
 RATING_COLUMNS = ("user_id", "item_id", "rating", "rated_at")
-
-
-class PostgresTarget(NamedTuple):
-    """A PostgreSQL warehouse.
-
-    Attributes:
-        connect: returns a new DB-API connection (psycopg 3 or psycopg2).
-        name: how logs and summaries name it (never with a password).
-    """
-
-    connect: Callable[[], Any]
-    name: str
-
-
-class WarehouseUnavailableError(ConnectionError):
-    """The PostgreSQL server could not be reached."""
-
-
-def is_postgres(target: Any) -> bool:
-    """Whether ``target`` names a PostgreSQL warehouse (URI or PostgresTarget)."""
-    return isinstance(target, PostgresTarget) or (
-        isinstance(target, str) and target.startswith(URI_PREFIXES))
-
-
-def redact(uri: str) -> str:
-    """``uri`` with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", uri)
-
-
-def as_target(target: Any) -> PostgresTarget:
-    """A PostgresTarget for a URI (connecting with psycopg 3) or the target itself."""
-    if isinstance(target, PostgresTarget):
-        return target
-    uri = re.sub(r"^postgresql\+psycopg2?://", "postgresql://", str(target))
-
-    def connect() -> Any:
-        import psycopg
-
-        return psycopg.connect(uri, connect_timeout=10)
-
-    return PostgresTarget(connect, redact(uri))
-
-
-@contextmanager
-def transaction(target: Any) -> Iterator[Any]:
-    """A cursor in one transaction: committed on success, rolled back on any error.
-
-    Raises:
-        WarehouseUnavailableError: the server cannot be reached (one readable line).
-    """
-    target = as_target(target)
-    try:
-        con = target.connect()
-    except Exception as exc:  # psycopg.OperationalError, psycopg2.OperationalError, ...
-        if type(exc).__name__ != "OperationalError":
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WarehouseUnavailableError(
-            f"cannot connect to the PostgreSQL warehouse {target.name}: {first}") from exc
-    try:
-        con.autocommit = False
-        with con.cursor() as cur:
-            yield cur
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
-    finally:
-        con.close()
-
-
-def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a psycopg 3 or psycopg2 error."""
-    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
-
-
-def copy_in(cur: Any, sql: str, data: bytes) -> None:
-    """``COPY ... FROM STDIN`` with either driver."""
-    if hasattr(cur, "copy"):  # psycopg 3
-        with cur.copy(sql) as copy:
-            copy.write(data)
-    else:  # psycopg2
-        cur.copy_expert(sql, io.BytesIO(data))
-
-
-def copy_out(cur: Any, sql: str, path: Path) -> None:
-    """``COPY ... TO STDOUT`` into a file, streamed, with either driver."""
-    with open(path, "wb") as out:
-        if hasattr(cur, "copy"):
-            with cur.copy(sql) as copy:
-                for chunk in copy:
-                    out.write(chunk)
-        else:
-            cur.copy_expert(sql, out)
-
-
-def queries(file: str, schema: str, **fmt: str) -> dict[str, str]:
-    return {k: v.format(schema=quote_identifier(schema), **fmt)
-            for k, v in read_queries(f"postgres/{file}").items()}
-
-
-def run_query(target: Any, file: str, name: str, *, schema: str,
-              params: Mapping[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
-    """One named query of ``include/sql/postgres/<file>``, read-only.
-
-    Raises:
-        LookupError: the schema or its tables do not exist (nothing published).
-    """
-    target = as_target(target)
-    sql = queries(file, schema)[name]
-    with transaction(target) as cur:
-        cur.execute("SET TRANSACTION READ ONLY")
-        try:
-            cur.execute(sql, dict(params or {}))
-        except Exception as exc:
-            if sqlstate(exc) in ("42P01", "3F000", "42883"):  # no table / schema / function
-                raise LookupError(f"no model published in {target.name} schema {schema}") from exc
-            raise
-        return [d[0] for d in cur.description], cur.fetchall()
-
-
+#: publish.sql steps that take ACCESS EXCLUSIVE locks: run only when schema_state asks.
+MIGRATIONS = ("migrate_model_runs", "migrate_item_factors")
 _ARROW_TYPES = {"smallint": "int64", "integer": "int64", "bigint": "int64", "real": "float64",
                 "double precision": "float64", "numeric": "float64", "text": "string",
                 "character varying": "string", "character": "string", "uuid": "string"}
 
 
-def extract(target: Any, source_table: str, out: Path) -> list[str]:
-    """Stream ``source_table``'s rating columns to the Parquet file ``out``.
+class PostgresWarehouse(Warehouse):
+    """A PostgreSQL database (a ``postgresql://`` URI or a PostgresTarget)."""
 
-    Types follow the source's: integer ids stay integers, text ids strings,
-    ratings become float64, timestamps stay timestamps.
+    dialect = "postgres"
+    id_types = {"integer": "BIGINT", "string": "TEXT"}
 
-    Returns:
-        The extracted column names.
+    def __init__(self, target: Any):
+        self.target = as_target(target)
 
-    Raises:
-        ValueError: the table does not exist.
-    """
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
+    @property
+    def name(self) -> str:
+        return self.target.name
 
-    target = as_target(target)
-    schema, _, table = source_table.rpartition(".")
-    schema = schema or "public"
-    quoted = quote_table(f"{schema}.{table}")
-    q = read_queries("postgres/extract_ratings.sql")
-    with tempfile.TemporaryDirectory() as tmp, transaction(target) as cur:
-        cur.execute("SET TRANSACTION READ ONLY")
-        cur.execute(q["columns"], {"schema": schema, "table": table})
-        types = {name: kind for name, kind in cur.fetchall() if name in RATING_COLUMNS}
-        if not types:
-            raise ValueError(f"source table {source_table!r} not found in {target.name} "
-                             f"(or it has none of the columns {', '.join(RATING_COLUMNS)})")
-        columns = ", ".join(quote_identifier(c) for c in types)
-        csv_path = Path(tmp) / "ratings.csv"
-        copy_out(cur, q["copy_out"].format(columns=columns, source=quoted), csv_path)
-        arrow_types = {c: _arrow_type(pa, t) for c, t in types.items()}
-        data = pcsv.read_csv(csv_path, convert_options=pcsv.ConvertOptions(
-            column_types=arrow_types, strings_can_be_null=True, quoted_strings_can_be_null=False))
-        pq.write_table(data, out)
-    return list(types)
+    def transaction(self) -> Any:
+        return transaction(self.target)
+
+    @contextmanager
+    def _publish_session(self, schema: str, lock_timeout: float) -> Iterator[Any]:
+        q = self.queries("publish.sql", schema)
+        with transaction(self.target) as cur:
+            # lock_timeout stays for the whole publish: a statement stuck behind another
+            # session's lock fails, and the task's retry tries again, instead of hanging.
+            cur.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+            try:
+                cur.execute(q["advisory_lock"], {"schema": schema})
+            except Exception as exc:
+                if sqlstate(exc) != "55P03":  # lock_not_available
+                    raise
+                holder = self._lock_holder(q["lock_holder"], schema)
+                raise WarehouseLockedError(
+                    f"schema {schema} of PostgreSQL warehouse {self.name} is being published "
+                    f"by another session after waiting {lock_timeout:.0f} s; held by {holder}"
+                ) from exc
+            yield cur
+
+    def _lock_holder(self, query: str, schema: str) -> str:
+        """Who holds a schema's publish lock, in words (from a fresh session)."""
+        try:
+            with transaction(self.target) as cur:
+                cur.execute(query, {"schema": schema})
+                row = cur.fetchone()
+        except Exception as exc:  # the report must not hide the lock error
+            return f"an unknown session ({exc})"
+        if row is None:
+            return "a session that has since let go"
+        pid, user, app, addr, state, since = row
+        return (f"PID {pid} (user {user}, application {app or '-'}, client {addr or 'local'}, "
+                f"{state}, since {since})")
+
+    def _create_schema(self, cur: Any, q: Mapping[str, str], schema: str) -> None:
+        later = (*MIGRATIONS, "create_views")
+        for name in SCHEMA_STEPS:
+            if name not in later:
+                run_statements(cur, q.get(name, ""))
+        cur.execute(q["schema_state"], {"schema": schema})
+        migrated, has_views = cur.fetchone()
+        for name in ([] if migrated else list(MIGRATIONS)) + (
+                ["create_views"] if not (migrated and has_views) else []):
+            run_statements(cur, q[name])
+
+    def _staged_rows(self, staged: Any) -> dict[str, bytes]:
+        """CSV for ``COPY``, written before the publish lock is taken."""
+        return {
+            "insert_user_factors": _factor_csv(staged.model_id, staged.users, "user_id"),
+            "insert_item_factors": _factor_csv(staged.model_id, staged.items, "item_id",
+                                               extra=("n_ratings", "mean_rating")),
+            "insert_predictions": _csv(staged.model_id, staged.predictions,
+                                       {c: c for c in ("user_id", "item_id", "score", "rank")}),
+        }
+
+    def _insert(self, cur: Any, sql: str, model_id: str, rows: bytes) -> None:
+        copy_in(cur, sql, rows)
+
+    def run_query(self, file: str, name: str, *, schema: str = "factorflow",
+                  params: Mapping[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
+        sql = self.queries(file, schema)[name]
+        with transaction(self.target) as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
+            try:
+                cur.execute(sql, dict(params or {}))
+            except Exception as exc:
+                if sqlstate(exc) in ("42P01", "3F000", "42883"):  # no table / schema / function
+                    raise LookupError(
+                        f"no model published in {self.name} schema {schema}") from exc
+                raise
+            return [d[0] for d in cur.description], cur.fetchall()
+
+    def extract_ratings(self, source_table: str, out: Path) -> None:
+        """Stream the table's rating columns to ``out`` through ``COPY`` (types kept).
+
+        Integer ids stay integers, text ids strings, ratings become float64,
+        timestamps stay timestamps.
+        """
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        schema, _, table = source_table.rpartition(".")
+        schema = schema or "public"
+        quoted = quote_table(f"{schema}.{table}")
+        q = read_queries("postgres/extract_ratings.sql")
+        with tempfile.TemporaryDirectory() as tmp, transaction(self.target) as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(q["columns"], {"schema": schema, "table": table})
+            types = {name: kind for name, kind in cur.fetchall() if name in RATING_COLUMNS}
+            if not types:
+                raise ValueError(f"source table {source_table!r} not found in {self.name} "
+                                 f"(or it has none of the columns {', '.join(RATING_COLUMNS)})")
+            columns = ", ".join(quote_identifier(c) for c in types)
+            csv_path = Path(tmp) / "ratings.csv"
+            copy_out(cur, q["select"].format(columns=columns, source=quoted), csv_path)
+            arrow_types = {c: _arrow_type(pa, t) for c, t in types.items()}
+            data = pcsv.read_csv(csv_path, convert_options=pcsv.ConvertOptions(
+                column_types=arrow_types, strings_can_be_null=True,
+                quoted_strings_can_be_null=False))
+            pq.write_table(data, out)
+
+    def replace_table(self, table: str, data: Any) -> int:
+        """Integer columns become BIGINT, floats DOUBLE PRECISION, strings TEXT,
+        timestamps TIMESTAMP(TZ)."""
+        import pyarrow.csv as pcsv
+
+        quoted = quote_table(table)
+        columns = ", ".join(f"{quote_identifier(f.name)} {_pg_type(f.type)}" for f in data.schema)
+        sink = io.BytesIO()
+        pcsv.write_csv(data, sink)
+        with transaction(self.target) as cur:
+            if "." in table:
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted.split('.')[0]}")
+            cur.execute(f"DROP TABLE IF EXISTS {quoted}")
+            cur.execute(f"CREATE TABLE {quoted} ({columns})")
+            copy_in(cur, f"COPY {quoted} FROM STDIN WITH (FORMAT csv, HEADER true)",
+                    sink.getvalue())
+        return data.num_rows
 
 
 def _arrow_type(pa: Any, pg_type: str) -> Any:
@@ -197,40 +179,39 @@ def _arrow_type(pa: Any, pg_type: str) -> Any:
     return getattr(pa, _ARROW_TYPES.get(pg_type, "string"))()
 
 
-def replace_table(target: Any, table: str, data: Any) -> int:
-    """Create or replace ``table`` with an Arrow table's rows, in one transaction.
-
-    Integer columns become BIGINT, floats DOUBLE PRECISION, strings TEXT,
-    timestamps TIMESTAMP. Used to load demo and test ratings.
-
-    Returns:
-        The number of rows written.
-    """
+def _pg_type(arrow_type: Any) -> str:
     import pyarrow as pa
 
-    def pg_type(t: Any) -> str:
-        if pa.types.is_integer(t):
-            return "BIGINT"
-        if pa.types.is_floating(t):
-            return "DOUBLE PRECISION"
-        if pa.types.is_timestamp(t):
-            return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
-        return "TEXT"
-
-    quoted = quote_table(table)
-    columns = ", ".join(f"{quote_identifier(f.name)} {pg_type(f.type)}" for f in data.schema)
-    with transaction(target) as cur:
-        if "." in table:
-            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted.split('.')[0]}")
-        cur.execute(f"DROP TABLE IF EXISTS {quoted}")
-        cur.execute(f"CREATE TABLE {quoted} ({columns})")
-        copy_in(cur, f"COPY {quoted} FROM STDIN WITH (FORMAT csv, HEADER true)", _plain_csv(data))
-    return data.num_rows
+    if pa.types.is_integer(arrow_type):
+        return "BIGINT"
+    if pa.types.is_floating(arrow_type):
+        return "DOUBLE PRECISION"
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMPTZ" if arrow_type.tz else "TIMESTAMP"
+    return "TEXT"
 
 
-def _plain_csv(data: Any) -> bytes:
+def _csv(model_id: str, table: Any, columns: Mapping[str, str]) -> bytes:
+    """CSV (with header) of ``model_id`` plus ``table``'s columns, lists as ``{a,b}``.
+
+    Args:
+        columns: output name -> DuckDB expression over ``staged``.
+    """
+    import duckdb
     import pyarrow.csv as pcsv
 
+    select = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
+    with duckdb.connect() as con:
+        con.register("staged", table)
+        text = con.sql(f"SELECT $model_id AS model_id, {select} FROM staged",
+                       params={"model_id": model_id}).to_arrow_table()
     sink = io.BytesIO()
-    pcsv.write_csv(data, sink)
+    pcsv.write_csv(text, sink)
     return sink.getvalue()
+
+
+def _factor_csv(model_id: str, table: Any, id_column: str, extra: tuple[str, ...] = ()) -> bytes:
+    """CSV of a staged factor table; ``extra`` columns (e.g. item statistics) as they are."""
+    array = "'{' || array_to_string(factors, ',') || '}'"
+    return _csv(model_id, table, {id_column: "id", "bias": "bias", "factors": array,
+                                  **{c: c for c in extra}})

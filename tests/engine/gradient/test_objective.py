@@ -1,4 +1,4 @@
-"""Sparse (COO) and dense (masked) layouts: one objective, the same gradients."""
+"""The objective: the same value and gradients on the sparse (COO) and dense (masked) layouts."""
 
 from functools import partial
 
@@ -8,18 +8,9 @@ import numpy as np
 import pytest
 
 from factorflow.engine.losses import LOSSES, REGULARIZERS, l1_penalty, resolve_loss
-from factorflow.engine.triplets import Triplets
-from factorflow.engine.gradient.objective import (
-    DENSE_MAX_CELLS,
-    DenseRatings,
-    SparseRatings,
-    choose_representation,
-    dense_objective,
-    objective,
-    sparse_objective,
-    to_device,
-)
-from tests.helpers import jit_twice, random_params
+from factorflow.engine.gradient.layouts import DenseRatings, SparseRatings, to_device
+from factorflow.engine.gradient.objective import dense_objective, objective, sparse_objective
+from tests.helpers import half_observed, jit_twice
 
 pytestmark = pytest.mark.unit
 
@@ -30,13 +21,7 @@ CUSTOM = "tests.custom_losses:weighted_squared"
 @pytest.fixture(scope="module")
 def tiny():
     """Half-observed 6 x 5 ratings (COO and dense) and random parameters."""
-    rng = np.random.default_rng(42)
-    mask = rng.random((N_USERS, N_ITEMS)) < 0.5
-    mask[0, 0] = mask[-1, -1] = True
-    values = np.where(mask, rng.uniform(1.0, 5.0, mask.shape), 0.0).astype(np.float32)
-    users, items = np.nonzero(mask)
-    coo = Triplets(users.astype(np.int32), items.astype(np.int32), values[users, items])
-    return coo, values, mask, random_params(N_USERS, N_ITEMS, RANK, seed=1, scale=0.7)
+    return half_observed(N_USERS, N_ITEMS, RANK)
 
 
 def numpy_objective(params, values, mask, reg, weight=None, biases=True, l1=False):
@@ -49,36 +34,6 @@ def numpy_objective(params, values, mask, reg, weight=None, biases=True, l1=Fals
     data = np.sum(np.where(mask, w * err**2, 0.0))
     charge = mask.sum(1) @ (pen(pu).sum(1) + pen(bu)) + mask.sum(0) @ (pen(qi).sum(1) + pen(bi))
     return (data + reg * charge) / mask.sum()
-
-
-class TestChooseRepresentation:
-    def test_auto_by_size_and_density(self):
-        assert choose_representation("auto", n_ratings=5000, n_users=100, n_items=100) == "dense"
-        assert choose_representation("auto", n_ratings=100, n_users=100, n_items=100) == "sparse"
-        big = DENSE_MAX_CELLS + 1
-        assert choose_representation("auto", n_ratings=big, n_users=big, n_items=1) == "sparse"
-
-    def test_override_and_unknown(self):
-        assert choose_representation("dense", n_ratings=1, n_users=1000, n_items=1000) == "dense"
-        assert choose_representation("sparse", n_ratings=10, n_users=2, n_items=5) == "sparse"
-        with pytest.raises(ValueError, match="unknown representation 'csr'"):
-            choose_representation("csr", n_ratings=1, n_users=1, n_items=1)
-
-
-class TestToDevice:
-    def test_layouts(self, tiny):
-        coo, values, mask, _ = tiny
-        sparse = to_device(coo, n_users=N_USERS, n_items=N_ITEMS, representation="sparse")
-        assert isinstance(sparse, SparseRatings) and sparse.weights is None
-        np.testing.assert_array_equal(np.asarray(sparse.user_counts), mask.sum(1))
-        np.testing.assert_array_equal(np.asarray(sparse.item_counts), mask.sum(0))
-        assert sparse.users.dtype == jnp.int32 and sparse.ratings.dtype == jnp.float32
-        dense = to_device(coo, n_users=N_USERS, n_items=N_ITEMS, representation="dense")
-        assert isinstance(dense, DenseRatings)
-        np.testing.assert_array_equal(np.asarray(dense.mask), mask)
-        np.testing.assert_array_equal(np.asarray(dense.values), values)
-        with pytest.raises(ValueError, match="'sparse' or 'dense'"):
-            to_device(coo, n_users=N_USERS, n_items=N_ITEMS, representation="auto")
 
 
 class TestSparseObjective:

@@ -22,9 +22,9 @@ from factorflow.engine.gradient.optimizers import (
     minibatch_epoch,
     normalized_gd,
 )
-from factorflow.engine.gradient.objective import SparseRatings
+from factorflow.engine.gradient.layouts import SparseRatings
 from factorflow.engine.gradient.restarts import single_epoch
-from factorflow.engine.gradient.fit import TrainConfig, fit
+from factorflow.engine import TrainConfig, fit
 from tests.helpers import jit_twice, random_params, synthetic
 
 pytestmark = pytest.mark.unit

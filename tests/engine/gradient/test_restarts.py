@@ -7,7 +7,7 @@ import pytest
 
 from factorflow.engine.losses import l2_penalty, squared_error
 from factorflow.engine.gradient.optimizers import Hyper, UpdateSpec
-from factorflow.engine.gradient.objective import SparseRatings
+from factorflow.engine.gradient.layouts import SparseRatings
 from factorflow.engine.gradient.restarts import (
     batched_epoch,
     best_restart,
@@ -16,7 +16,7 @@ from factorflow.engine.gradient.restarts import (
     single_epoch,
     take_restart,
 )
-from factorflow.engine.gradient.fit import TrainConfig, fit
+from factorflow.engine import TrainConfig, fit
 from tests.helpers import synthetic
 
 pytestmark = pytest.mark.unit

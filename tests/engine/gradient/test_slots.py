@@ -9,7 +9,8 @@ import pytest
 from factorflow.engine.factors import init_params
 from factorflow.engine.losses import get_loss
 from factorflow.engine.triplets import Triplets
-from factorflow.engine.gradient.objective import objective, objective_and_grad, to_device
+from factorflow.engine.gradient.layouts import to_device
+from factorflow.engine.gradient.objective import objective, objective_and_grad
 from factorflow.engine.gradient.slots import chunk_size, to_slots
 
 pytestmark = pytest.mark.unit
@@ -70,28 +71,17 @@ def test_chunk_size_trades_padding_against_chunks():
     assert chunk_size(np.array([0, 0, 3])) == 4
 
 
-def test_group_order_is_the_stable_argsort_on_both_paths(monkeypatch):
-    from factorflow.engine.gradient import slots
-
-    rng = np.random.default_rng(5)
-    for large in (1 << 20, 100):  # NumPy below LARGE, SciPy's CSR from it on
-        monkeypatch.setattr(slots, "LARGE", large)
-        for n_keys in (1, 7, 300, 70_000):
-            keys = rng.integers(0, n_keys, 5_000).astype(np.int32)
-            np.testing.assert_array_equal(slots.group_order(keys, n_keys),
-                                          np.argsort(keys, kind="stable"))
-
-
 def test_training_on_slots_matches_the_flat_layout(monkeypatch):
-    """``fit.fit`` slots large full-batch problems; the result is the flat layout's."""
-    from factorflow.engine.gradient import fit
+    """The gradient fit slots large full-batch problems; the result is the flat layout's."""
+    from factorflow.engine import TrainConfig, fit
+    from factorflow.engine.gradient import fit as gradient_fit
     from tests.helpers import synthetic
 
     train, valid = synthetic()  # 21,600 train ratings: above SLOTTED_MIN_RATINGS, so slotted
-    config = fit.TrainConfig(optimizer="adam", epochs=4, restarts=2)
-    slotted = fit.fit(train, n_users=400, n_items=300, valid=valid, config=config)
-    monkeypatch.setattr(fit, "SLOTTED_MIN_RATINGS", 10**9)  # the flat COO layout instead
-    flat = fit.fit(train, n_users=400, n_items=300, valid=valid, config=config)
+    config = TrainConfig(optimizer="adam", epochs=4, restarts=2)
+    slotted = fit(train, n_users=400, n_items=300, valid=valid, config=config)
+    monkeypatch.setattr(gradient_fit, "SLOTTED_MIN_RATINGS", 10**9)  # the flat COO layout instead
+    flat = fit(train, n_users=400, n_items=300, valid=valid, config=config)
     for name, a, b in zip(slotted.params._fields, slotted.params, flat.params):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5, err_msg=name)
     for a, b in zip(slotted.history, flat.history):

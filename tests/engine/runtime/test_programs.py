@@ -19,12 +19,13 @@ from factorflow.engine.losses import squared_error
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # the repository root
 
 CHILD = """
 import hashlib, json, numpy as np
 from factorflow.engine.runtime.cache import enable_compilation_cache
-from factorflow.engine.gibbs.sampler import GibbsConfig, fit_gibbs, TRACES
+from factorflow.engine.gibbs.kernels import TRACES
+from factorflow.engine.gibbs.sampler import GibbsConfig, fit_gibbs
 from tests.helpers import synthetic
 print(json.dumps({"cache": enable_compilation_cache()}))
 train, valid = synthetic(n_users=70, n_items=50, n=1500)

@@ -1,14 +1,13 @@
 """The compiled Gibbs kernels of :mod:`factorflow.engine.gibbs.sampler`, and how a fit loads them.
 
-Built to load small: a new process pays about 40 µs per XLA instruction to
-load a stored program (:mod:`factorflow.engine.runtime.programs`) on a 2-core CPU, so the
-kernels keep to what is per row or per rating. The global draws (each side's
-Normal–Wishart row prior, the noise precision) are ``D x D`` work done in
-NumPy on the host (:mod:`factorflow.engine.gibbs.priors`) from the statistics
-:func:`half_step` returns, and the standard normals a half-step turns into
-row draws come from the fit's seeded NumPy generator too: XLA expands its
-random-bit generators into some 250 instructions, a quarter of the program,
-where NumPy draws a MovieLens-100K side's 18k normals in about 0.2 ms.
+Built to load small: a new process pays per XLA instruction to load a stored
+program (:mod:`factorflow.engine.runtime.programs`), so the kernels keep to
+what is per row or per rating. The global draws (each side's Normal–Wishart
+row prior, the noise precision) are ``D x D`` work done in NumPy on the host
+(:mod:`factorflow.engine.gibbs.priors`) from the statistics :func:`half_step`
+returns, and the standard normals a half-step turns into row draws come from
+the fit's seeded NumPy generator too: XLA would expand its random-bit
+generators into a large share of the program.
 
 The data comes laid out by :mod:`factorflow.engine.gibbs.layout` (each side's ratings
 grouped by row in fixed-size chunks, bucketed sizes).
@@ -28,14 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from factorflow.engine.gibbs.linalg import cho_solve, cholesky
 from factorflow.engine.runtime import programs
 
 #: Times each compiled kernel was traced (a Python side effect: runs only when tracing).
 TRACES: collections.Counter = collections.Counter()
 
 # Small products as multiply-and-sum, not ``dot``: XLA:CPU runs a dot through a
-# GEMM library whose kernels are generated on a process's first call (~20 ms),
-# more than these per-row D x D products (D = rank + 1) cost in a whole fit.
+# GEMM library whose kernels are generated on a process's first call, which
+# costs more than these per-row D x D products (D = rank + 1) in a whole fit.
 
 
 def _mv(m: jax.Array, v: jax.Array) -> jax.Array:
@@ -43,76 +43,13 @@ def _mv(m: jax.Array, v: jax.Array) -> jax.Array:
     return jnp.sum(m * v[..., None, :], -1)
 
 
-def cholesky(a: jax.Array) -> jax.Array:
-    """Lower Cholesky factors of a batch of SPD matrices, rows last.
-
-    A loop over the ``D`` columns, each step one pass over all rows (the batch
-    is the minor, vectorized axis): 1.4 ms for 1,664 ``11 x 11`` matrices on a
-    2-core CPU, against 2.6 ms for LAPACK's batched ``potrf`` (one call per
-    matrix), in a program a few hundred instructions long, and no LAPACK to bind
-    when a new process loads it. No pivoting, like ``potrf``: a matrix that is
-    not positive definite gives nan.
-
-    Args:
-        a: ``[D, D, R]`` symmetric positive definite matrices ``a[:, :, r]``.
-
-    Returns:
-        ``[D, D, R]`` lower triangular ``L`` with ``L Lᵀ = a`` (zeros above).
-    """
-    d = a.shape[0]
-    below = jnp.arange(d)[:, None]
-
-    def column(j, factor):
-        row_j = jax.lax.dynamic_index_in_dim(factor, j, 0, keepdims=False)        # L[j, :j]
-        v = (jax.lax.dynamic_index_in_dim(a, j, 1, keepdims=False)
-             - jnp.sum(factor * row_j[None], 1))                                  # [D, R]
-        pivot = jnp.sqrt(jax.lax.dynamic_index_in_dim(v, j, 0, keepdims=False))
-        return jax.lax.dynamic_update_index_in_dim(
-            factor, jnp.where(below >= j, v / pivot, 0.0), j, 1)
-
-    return jax.lax.fori_loop(0, d, column, jnp.zeros_like(a))
-
-
-def cho_solve(factor: jax.Array, b: jax.Array) -> jax.Array:
-    """``x`` with ``L Lᵀ x = b`` for :func:`cholesky` factors, rows last.
-
-    Args:
-        factor: ``[D, D, R]`` lower triangular ``L``.
-        b: ``[D, K, R]`` right-hand sides.
-
-    Returns:
-        ``[D, K, R]`` solutions.
-    """
-    d = factor.shape[0]
-    pivots = jnp.diagonal(factor, 0, 0, 1).T                                       # [D, R]
-
-    def at(a, j, axis=0):
-        return jax.lax.dynamic_index_in_dim(a, j, axis, keepdims=False)
-
-    def forward(j, y):  # L y = b, y[k] = 0 for k >= j so far
-        s = at(b, j) - jnp.sum(at(factor, j)[:, None] * y, 0)
-        return jax.lax.dynamic_update_index_in_dim(y, s / at(pivots, j)[None], j, 0)
-
-    def backward(t, x):  # Lᵀ x = y, x[k] = 0 for k <= j so far
-        j = d - 1 - t
-        s = at(y, j) - jnp.sum(at(factor, j, 1)[:, None] * x, 0)
-        return jax.lax.dynamic_update_index_in_dim(x, s / at(pivots, j)[None], j, 0)
-
-    y = jax.lax.fori_loop(0, d, forward, jnp.zeros_like(b))
-    return jax.lax.fori_loop(0, d, backward, jnp.zeros_like(b))
-
-
-# --- Kernels. ---
-
-
 def compiler_options() -> dict[str, str]:
     """XLA options the Gibbs programs are compiled with on the default backend.
 
     On CPU, no YNNPACK fusions: XLA:CPU would hand a few of the half-step's
     reductions and elementwise ops to YNNPACK, which builds a runtime for each
-    on a program's first run and ran them slower than XLA's own loops here
-    (MovieLens 100K half-step: 13-19 ms with them, 7-8 ms without; first run
-    57-72 ms vs 36 ms). Other backends take their defaults.
+    on a program's first run and ran them slower than XLA's own loops here.
+    Other backends take their defaults.
     """
     return {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else {}
 
@@ -130,9 +67,8 @@ def curvature(pred: jax.Array, target: jax.Array, *, loss) -> jax.Array:
 
 
 #: Chunk slots added per step of :func:`row_normal_equations`'s loop (unrolled
-#: inside it): 4 runs about as fast as 8 or all 32 slots unrolled (2.4-2.8 ms a
-#: MovieLens-100K half-step here) in a far smaller program, which a new process
-#: pays for when it loads the program.
+#: inside it): 4 runs about as fast as 8 or all 32 slots unrolled in a far
+#: smaller program, which a new process pays for when it loads the program.
 SLOT_UNROLL = 4
 
 
@@ -150,8 +86,8 @@ def row_normal_equations(other, x0, mean, row, col, val, weight, *, n_rows, rank
     a loop over the slots (:data:`SLOT_UNROLL`), each row scaled by ``ℓ''`` in
     its ``J Jᵀ`` part and by ``ℓ'`` in its ``J`` part: XLA:CPU fuses each step
     into one pass over the chunks, where a ``[NC, C, D, D]`` product reduced
-    over ``C`` ran 4-5x slower (measured on MovieLens 100K, 2-core CPU). The
-    barrier keeps ``pred`` from being recomputed inside that pass.
+    over ``C`` runs several times slower. The barrier keeps ``pred`` from being
+    recomputed inside that pass.
     """
     feats = jnp.concatenate([other[:, :rank], jnp.ones_like(other[:, :1])], -1)   # [O, D]
     offset = mean + other[:, rank]                                                 # [O]

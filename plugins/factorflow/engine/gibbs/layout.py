@@ -3,15 +3,17 @@
 Every size is rounded up by :func:`bucket` (at most 1/8 padding), so fits of
 similar size reuse the compiled kernels of :mod:`factorflow.engine.gibbs.kernels`;
 :func:`padded_shapes` picks the sizes, :func:`chunk_layout` lays a side's
-ratings out in chunks of its rows, :func:`pad_obs` pads the flat rating list.
-All NumPy: laying out the data compiles nothing.
+ratings out in chunks of its rows, :func:`pad_obs` pads the flat rating list
+and :func:`device_layouts` puts both sides on the device. NumPy and
+``jax.device_put`` only: laying out the data compiles nothing.
 """
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
-from factorflow.engine.gradient.slots import slot_positions
+from factorflow.engine.grouping import slot_positions
 
 #: Users and items share one padded shape unless that costs more than this much
 #: extra work per sweep (estimated as chunk gathers plus per-row Cholesky flops).
@@ -73,3 +75,32 @@ def padded_shapes(cu, ci, chunk, d):
     if 2 * cost(*shared) <= (1 + SHARE_MAX_OVERHEAD) * sum(cost(*s) for s in own):
         return shared, shared
     return tuple(own)
+
+
+def device_layouts(train, shapes, n_obs: int, mean: float):
+    """Both sides' chunk layouts and the padded rating list, on the device.
+
+    Args:
+        train: ``(users [n], items [n], ratings [n])``.
+        shapes: ``((R, NC, C) of users, of items)`` from :func:`padded_shapes`.
+        n_obs: padded rating count.
+        mean: the padding's rating.
+
+    Returns:
+        ``(layouts, obs, has)``: each side's :func:`chunk_layout`; ``obs`` the
+        users' ``(user, item, rating, weight)`` list and the items' view of the
+        same device arrays with the ids swapped; ``has`` the two host ``[R]``
+        row masks. Each host array is dropped as soon as the device holds its
+        copy, so the host never holds more than one of these, the fit's largest
+        arrays, at a time.
+    """
+    u, i, r = train
+    lays, has = [], []
+    for rows, cols, (n_rows, n_chunks, chunk) in ((u, i, shapes[0]), (i, u, shapes[1])):
+        side = chunk_layout(rows, cols, r, n_rows, n_chunks, chunk, mean)
+        has.append(side[4])
+        lays.append(jax.device_put(side))
+        del side
+    by_user = jax.device_put(pad_obs(u, i, r, n_obs, mean))
+    by_item = (by_user[1], by_user[0], by_user[2], by_user[3])
+    return tuple(lays), (by_user, by_item), tuple(has)

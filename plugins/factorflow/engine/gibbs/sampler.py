@@ -1,4 +1,4 @@
-"""Bayesian biased matrix factorization (BPMF) sampled by Gibbs sweeps.
+"""Bayesian biased matrix factorization (BPMF) sampled by Gibbs sweeps: settings and the fit loop.
 
 Model: ``r_ui = mean + b_u + c_i + <p_u, q_i> + noise``. Each user row
 ``x_u = [p_u, b_u]`` is ``N(m_U, Lam_U^-1)``, each item row ``y_i = [q_i, c_i]``
@@ -7,101 +7,63 @@ data term is ``exp(-alpha/2 * loss(pred, r))`` with noise precision
 ``alpha ~ Gamma``. Every hyperparameter is sampled: no regularization constant
 to tune. ``mean`` is the training mean (fixed).
 
-One sweep resamples, in order: user hyperparameters, all user rows, alpha,
-item hyperparameters, all item rows, alpha. A row's conditional is Gaussian
-with precision ``Lam + alpha H`` and linear term ``Lam m + alpha (H x0 - g)``,
-``H = ½ Σ_j ℓ''(pred_j) J_j J_jᵀ`` and ``g = ½ Σ_j ℓ'(pred_j) J_j`` over the
-row's ratings at its current value ``x0`` (``J_j = d pred_j / dx`` by
-``jax.grad`` of the bilinear prediction, ``ℓ'`` and ``ℓ''`` by ``jax.grad`` /
-``jax.jvp`` of the per-element ``loss``). For the default squared error these
-are exactly the ALS normal equations ``Σ y yᵀ`` and ``Σ (pred - r) y`` and the
+A row's conditional is Gaussian with precision ``Lam + alpha H`` and linear
+term ``Lam m + alpha (H x0 - g)``, ``H = ½ Σ_j ℓ''(pred_j) J_j J_jᵀ`` and
+``g = ½ Σ_j ℓ'(pred_j) J_j`` over the row's ratings at its current value
+``x0`` (:func:`factorflow.engine.gibbs.kernels.row_normal_equations`). For the
+default squared error these are exactly the ALS normal equations and the
 conditional is exact. For any other loss it is a Laplace-style approximation
 (one Newton step from the current value; negative curvature is clamped to 0),
 and alpha's update ``Gamma(a0 + n/2, b0 + ½ Σ loss)`` treats ``loss`` as a
 squared-error-like deviance; a loss with no curvature (absolute error) is
-refused. The rows are resampled in one compiled program per side
-(:func:`kernels.half_step`); the hyperparameters and alpha are drawn in NumPy
-on the host from the statistics it returns (:mod:`factorflow.engine.gibbs.priors`).
+refused. The chain and its sweeps are in :mod:`factorflow.engine.gibbs.chain`;
+it starts at the damped-mean baseline
+(:func:`factorflow.engine.metrics.fit_baseline`: its biases, factors at small
+noise, alpha at one over its residual variance).
 
-Kept models average both sides' *conditional means* (Rao-Blackwellised: the
-mean of each row's Gaussian conditional, not its draw), and every post-burn-in
-sweep is kept until ``max_samples`` are, then every 2nd, 4th, ... (the kept
-ones thinned to match, :func:`factorflow.engine.gibbs.averaging.kept_stride`): the averaged
-model improves from the first post-burn-in sweep on. The chain starts at the
-damped-mean baseline (:func:`factorflow.engine.metrics.fit_baseline`: its biases,
-factors at small noise, alpha at one over its residual variance), and its
-first sweep conditions each side on the other's conditional means rather than
-on a draw (the first user draws, given random item factors, are mostly prior
-noise that would otherwise pass into the items); from sweep 2 on every step is
-an exact Gibbs step. On
-MovieLens 100K (u1-u5) that first sweep takes the mean test RMSE at sweep 2
-from 0.936 to 0.929 and leaves the final one within its seed-to-seed spread.
+Kept models average both sides' *conditional means* (Rao-Blackwellised), every
+post-burn-in sweep kept until ``max_samples`` are, then every 2nd, 4th, ...
+(:mod:`factorflow.engine.gibbs.averaging`), so the averaged model improves from
+the first post-burn-in sweep on. The published model is the average over the
+kept samples as one :class:`~factorflow.engine.factors.FactorParams` of rank
+``S * rank``, its factor part cut to the best rank-``k`` approximation keeping
+``GibbsConfig.keep_energy`` of its energy (the samples share most of their
+structure, so ``k`` is a small multiple of ``rank``). Only the returned model
+is cut; the history's metrics and the earlier ``on_epoch`` calls see the exact
+average of the samples so far. Per-sample clipping cannot be represented; with
+``GibbsConfig.clip`` the *reported* metrics clip the averaged prediction to the
+training rating range. Users/items in ``[0, n)`` without training ratings get
+zero factors and biases (they predict ``mean +`` the other side's bias).
 
-Published model: the average over the kept samples ``s = 1..S`` of
-``mean + b_u^s + c_i^s + <p_u^s, q_i^s>`` is exactly one :class:`FactorParams`
-of rank ``S * rank``: ``user_factors = concat_s(p^s) / sqrt(S)``,
-``item_factors = concat_s(q^s) / sqrt(S)``, biases averaged (see
-:func:`factorflow.engine.gibbs.averaging.average_samples`). Its factor part is then cut to
-the best rank-``k`` approximation keeping ``GibbsConfig.keep_energy`` of its
-energy (:func:`factorflow.engine.gibbs.averaging.best_rank_factors`): the samples share most
-of their structure, so ``k`` is a small multiple of ``rank``, not ``S * rank``.
-Only the returned model is cut (``on_epoch`` gets it after the last sweep); the
-history's metrics and the earlier ``on_epoch`` calls see the exact average of
-the samples so far. Per-sample clipping cannot be
-represented; with ``GibbsConfig.clip`` the *reported* metrics clip the averaged
-prediction to the training rating range. Users/items in ``[0, n)`` without
-training ratings get zero factors and biases (they predict ``mean +`` the other
-side's bias).
+Defaults are scale-free (ratings rescaled by ``c`` rescale every quantity
+consistently): with ``v = var(train ratings)`` and ``D = rank + 1``: latent
+scale ``s0 = latent_scale * (v / rank) ** 0.25`` (initial factors
+``N(0, s0²)``), Normal–Wishart ``mu0 = 0``, ``beta0 = prior_strength``,
+``nu0 = D + prior_dof``, ``W0 = I / (nu0 s0²)`` (prior row std ~ ``s0``), noise
+``Gamma(a0 = noise_shape, b0 = noise_rate * v)`` (rate form).
 
-Defaults are the research recipe's, scale-free (ratings rescaled by ``c``
-rescale every quantity consistently): with ``v = var(train ratings)`` and
-``D = rank + 1``: latent scale ``s0 = latent_scale * (v / rank) ** 0.25``
-(initial factors ``N(0, s0²)``), Normal–Wishart ``mu0 = 0``,
-``beta0 = prior_strength``, ``nu0 = D + prior_dof``, ``W0 = I / (nu0 s0²)``
-(prior row std ~ ``s0``), noise ``Gamma(a0 = noise_shape, b0 = noise_rate * v)``
-(rate form).
-
-Compilation: one ``jax.jit`` half-step serves both sides; padded sizes come
-from :func:`bucket` (at most 1/8 padding), so fits of similar size reuse the
-compiled programs; users and items are padded to one common shape (one compile)
-unless that would cost more than ``layout.SHARE_MAX_OVERHEAD`` extra work per
-sweep (e.g. 610 users vs 9724 items), when each side gets its own shape and
-chunk size. A sweep is three compiled calls (two half-steps, the score),
-reported one by one. The programs come from :mod:`factorflow.engine.runtime.programs` (kept
-whole on disk: a new process loads them without tracing, the half-step on
-another thread while the data is laid out) and the set-up uses NumPy and
-``device_put`` only, so a fit compiles nothing once its shapes were seen. Random numbers: the
-fit's seeded NumPy generator (standard normals for the rows, exact
-chi-square and Gamma variates for the hyperparameters).
+Compilation: padded sizes come from :func:`factorflow.engine.gibbs.layout.bucket`,
+so fits of similar size reuse the compiled programs, which
+:mod:`factorflow.engine.runtime.programs` keeps whole on disk; the set-up uses
+NumPy and ``device_put`` only, so a fit compiles nothing once its shapes were
+seen. A sweep is three compiled calls (two half-steps, the score).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
 import time
 from typing import Callable, NamedTuple
 
-import jax
 import numpy as np
 
-from factorflow.engine.gibbs import kernels, layout, priors
-from factorflow.engine.gibbs.averaging import (  # noqa: F401 (kept_stride, kept_sweeps: API)
-    KEEP_ENERGY,
-    KeptSamples,
-    average_samples,
-    kept_stride,
-    kept_sweeps,
-)
-from factorflow.engine.gibbs.layout import bucket
-from factorflow.engine.metrics import fit_baseline, predict_baseline
+from factorflow.engine.factors import FactorParams
+from factorflow.engine.gibbs import kernels
+from factorflow.engine.gibbs.averaging import KEEP_ENERGY
+from factorflow.engine.gibbs.chain import Chain
 from factorflow.engine.losses import DataLoss, huber, resolve_loss, squared_error
-from factorflow.engine.triplets import Triplets
-from factorflow.engine.gibbs.kernels import TRACES, row_normal_equations  # noqa: F401 (API)
-from factorflow.engine.gradient.fit import FactorParams, FitResult, TrainingDivergedError
-
-__all__ = ["GibbsConfig", "TRACES", "average_samples", "bucket", "fit_gibbs", "kept_stride",
-           "kept_sweeps", "row_normal_equations"]
+from factorflow.engine.results import FitResult, TrainingDivergedError
+from factorflow.engine.triplets import Triplets, check_fit_inputs
 
 
 class GibbsConfig(NamedTuple):
@@ -162,21 +124,6 @@ def _check_config(c: GibbsConfig) -> None:
         raise ValueError(f"prior_dof must be > -1 (Wishart nu0 > rank), got {c.prior_dof}")
 
 
-def _check_triplets(t: Triplets, name: str, n_users: int, n_items: int) -> Triplets:
-    u, i, r = (np.asarray(a) for a in t)
-    if not (u.ndim == i.ndim == r.ndim == 1 and u.shape == i.shape == r.shape):
-        raise ValueError(f"{name}: users {u.shape}, items {i.shape}, ratings {r.shape} "
-                         "must be 1-D of one length")
-    if u.size:
-        for idx, n, what in ((u, n_users, "user"), (i, n_items, "item")):
-            if idx.min() < 0 or idx.max() >= n:
-                raise ValueError(f"{name}: {what} index range [{idx.min()}, {idx.max()}] "
-                                 f"outside [0, {n})")
-        if not np.all(np.isfinite(r)):
-            raise ValueError(f"{name}: ratings contain nan or inf")
-    return Triplets(u.astype(np.int32), i.astype(np.int32), r.astype(np.float32))
-
-
 #: Built-in losses known to have positive curvature (no compiled check needed).
 _CURVED = (squared_error, huber)
 
@@ -186,27 +133,6 @@ def _check_curvature(loss: DataLoss) -> None:
     if not np.any(np.asarray(kernels.curvature(pred, target, loss=loss)) > 0):
         raise ValueError("the Gibbs sampler needs a loss with positive curvature in pred "
                          "(its 2nd derivative is the data precision), e.g. squared or huber")
-
-
-def _device_layouts(train: Triplets, shapes, n_obs: int, mean: float):
-    """Both sides' chunk layouts and the padded rating list, on the device.
-
-    Returns ``(layouts, obs, has)``: ``obs`` is the users' ``(user, item,
-    rating, weight)`` list and the items' view of the same device arrays with
-    the ids swapped; ``has`` the two host ``[R]`` row masks. Each host array is
-    dropped as soon as the device holds its copy, so the host never holds more
-    than one of these, the fit's largest arrays, at a time.
-    """
-    u, i, r = train
-    lays, has = [], []
-    for rows, cols, (n_rows, n_chunks, chunk) in ((u, i, shapes[0]), (i, u, shapes[1])):
-        side = layout.chunk_layout(rows, cols, r, n_rows, n_chunks, chunk, mean)
-        has.append(side[4])
-        lays.append(jax.device_put(side))
-        del side
-    by_user = jax.device_put(layout.pad_obs(u, i, r, n_obs, mean))
-    by_item = (by_user[1], by_user[0], by_user[2], by_user[3])
-    return tuple(lays), (by_user, by_item), tuple(has)
 
 
 def fit_gibbs(
@@ -251,122 +177,58 @@ def fit_gibbs(
     """
     start = time.perf_counter()
     _check_config(config)
-    if n_users < 1 or n_items < 1:
-        raise ValueError(f"n_users and n_items must be >= 1, got {n_users}, {n_items}")
-    if len(train) == 0:
-        raise ValueError("train has no ratings")
-    train = _check_triplets(train, "train", n_users, n_items)
-    if valid is not None:
-        valid = _check_triplets(valid, "valid", n_users, n_items)
-        valid = valid if len(valid) else None
+    train, valid = (None if t is None else Triplets(t.users.astype(np.int32),
+                                                    t.items.astype(np.int32),
+                                                    t.ratings.astype(np.float32))
+                    for t in check_fit_inputs(train, valid, n_users=n_users, n_items=n_items))
     loss = resolve_loss(loss)
     if loss not in _CURVED:
         _check_curvature(loss)
-    k, d, sweeps = config.rank, config.rank + 1, config.sweeps
-    u, i, r = train
-    mean = float(np.mean(r, dtype=np.float64))
-    var = max(float(np.var(r, dtype=np.float64)), 1e-6 * max(mean * mean, 1.0))
-    bounds = np.array([r.min(), r.max()] if config.clip else [-np.inf, np.inf], np.float32)
-    cu, ci = np.bincount(u, minlength=n_users), np.bincount(i, minlength=n_items)
-    n_rows = (int(np.count_nonzero(cu)), int(np.count_nonzero(ci)))
-    shapes = layout.padded_shapes(cu, ci, config.chunk, d)
-    n_obs, n_valid = bucket(len(r)), bucket(max(0 if valid is None else len(valid), 1))
-    # The half-step loads (from disk, GIL released) on another thread while the
-    # data is laid out here, then this thread loads the score program: on a
-    # 2-core CPU that hides the layout and the smaller load.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        loading, load_score = kernels.load_kernels(pool, shapes, n_obs, n_valid,
-                                                    rank=k, loss=loss)
-        ru, ri = shapes[0][0], shapes[1][0]
-        lays, obs, has = _device_layouts(train, shapes, n_obs, mean)
-        v = valid or Triplets(np.zeros(0, np.int32), np.zeros(0, np.int32),
-                              np.zeros(0, np.float32))
-        s0 = config.latent_scale * (var / k) ** 0.25
-        nu0 = d + config.prior_dof
-        w0_inv = np.eye(d) * (nu0 * s0 * s0)
-        rng = np.random.default_rng(config.seed)
-        # Factors N(0, s0²); biases start at the damped-mean baseline, so the first
-        # sweeps refine a model that already has them instead of finding them.
-        x = [np.concatenate([rng.normal(0, s0, (n, k)), np.zeros((n, 1))], 1).astype(np.float32)
-             for n in (ru, ri)]
-        base = fit_baseline(train, n_users=n_users, n_items=n_items, iters=3)
-        x[0][:n_users, k], x[1][:n_items, k] = base.user_bias, base.item_bias
-        row_stats = [priors.row_statistics(x[s], has[s]) for s in (0, 1)]
-        noise_shapes = [a.shape for a in x]
-        # NumPy values and device_put only: an eager JAX operation would compile.
-        obs_v = jax.device_put(layout.pad_obs(*v, n_valid, mean))
-        x = jax.device_put(x)
-        score = load_score()
-        steps = loading.result()
-    # The chain starts at the baseline: its residual variance is the first noise estimate.
-    resid = r - predict_baseline(base, u, i)
-    alpha = 1.0 / max(float(np.var(resid, dtype=np.float64)), 1e-6 * var)
-    mean32 = np.float32(mean)
+    chain = Chain(train, valid, n_users=n_users, n_items=n_items, config=config, loss=loss)
     history: list[dict] = []
-    mask_u, mask_i = (np.asarray(h)[:n] for h, n in zip(has, (n_users, n_items)))
-    kept = KeptSamples(lambda rows, keep, sums: score(*rows, sums, np.float32(keep), has,
-                                                      obs[0], obs_v, mean32, bounds),
-                       (np.zeros(n_obs, np.float32), np.zeros(n_valid, np.float32),
-                        np.float32(0)), config.max_samples)
-
-    def averaged(current, keep_energy=None):
-        samples = kept.samples() or [current]
-        return average_samples(mean, np.stack([np.asarray(a)[:n_users] for a, _ in samples]),
-                               np.stack([np.asarray(b)[:n_items] for _, b in samples]),
-                               mask_u, mask_i, keep_energy=keep_energy)
-
-    def draws(s):
-        """Side ``s``'s row prior ``(Lam, Lam m)`` and normals: they need only its
-        rows' statistics, so they are drawn while the other side's step runs."""
-        m, lam = priors.normal_wishart_posterior(
-            rng, n_rows[s], row_stats[s], beta0=config.prior_strength, nu0=nu0, w0_inv=w0_inv)
-        return (lam.astype(np.float32), (lam @ m).astype(np.float32),
-                rng.standard_normal(noise_shapes[s], np.float32))
-
     stats, paused, published = (math.nan,) * 3, 0.0, None
-    ahead = draws(0)
-    for t in range(1, sweeps + 1):
+    for t in range(1, config.sweeps + 1):
         t0 = time.perf_counter()
-        means = [None, None]
-        for s in (0, 1):  # users, then items
-            x[s], means[s], out = steps[s](x[s], x[1 - s], np.float32(alpha), *ahead, lays[s],
-                                           obs[s], mean32)
-            if t == 1:  # a deterministic first sweep: see the module's docstring
-                x[s] = means[s]
-            ahead = draws(1 - s)  # the next step's, while this one runs
-            out = np.asarray(out, np.float64)
-            if not np.all(np.isfinite(out)):
-                raise TrainingDivergedError(
-                    f"Gibbs sampling diverged at sweep {t}/{sweeps}: non-finite "
-                    f"{('user', 'item')[s]} rows or loss; check the ratings and the loss")
-            row_stats[s] = out[:-1]
-            alpha = priors.noise_precision(rng, len(r), out[-1], shape=config.noise_shape,
-                                                rate=config.noise_rate * var)
-        current = tuple(means)
-        changed = kept.update(t - config.burn_in, current)
+        current = chain.sweep(t)
+        changed = chain.kept.update(t - config.burn_in, current)
         stats = stats if changed is None else changed  # None: the averaged model is unchanged
-        mse, train_loss, valid_mse = (float(a) for a in np.asarray(stats))
-        seconds = time.perf_counter() - t0
-        if not math.isfinite(train_loss):
-            raise TrainingDivergedError(
-                f"Gibbs sampling diverged at sweep {t}/{sweeps}: train loss {train_loss}; "
-                "check the ratings and the loss")
-        valid_rmse = None if valid is None else math.sqrt(valid_mse)
-        rate = len(r) / max(seconds, 1e-9)
-        history.append(dict(epoch=t, seconds=time.perf_counter() - start - paused,
-                            train_loss=train_loss,
-                            train_rmse=math.sqrt(mse), valid_rmse=valid_rmse, ratings_per_s=rate,
-                            samples=len(kept.rows), noise_std=alpha ** -0.5))
+        history.append(_record(t, stats, chain, seconds=time.perf_counter() - t0,
+                               since_start=time.perf_counter() - start - paused,
+                               scored=valid is not None))
         if on_epoch is not None:  # the caller's evaluation: not the fit's time
             t1 = time.perf_counter()
-            if t == sweeps:  # the last sweep's model is the returned one, cut
-                published = averaged(current, config.keep_energy)
-            on_epoch(t, published if t == sweeps else averaged(current))
+            if t == config.sweeps:  # the last sweep's model is the returned one, cut
+                published = chain.averaged(current, config.keep_energy)
+            on_epoch(t, published if t == config.sweeps else chain.averaged(current))
             paused += time.perf_counter() - t1
         if log is not None:
-            shown = "n/a" if valid_rmse is None else f"{valid_rmse:.4f}"
-            log(f"sweep {t}/{sweeps}: train RMSE {math.sqrt(mse):.4f}, valid RMSE {shown} "
-                f"(averaged model, {len(kept.rows)} samples), {rate:,.0f} ratings/s")
+            _log_sweep(log, history[-1], config.sweeps)
     if published is None:
-        published = averaged(None, config.keep_energy)
-    return FitResult(published, history, sweeps, time.perf_counter() - start)
+        published = chain.averaged(None, config.keep_energy)
+    return FitResult(published, history, config.sweeps, time.perf_counter() - start)
+
+
+def _record(t: int, stats, chain: Chain, *, seconds: float, since_start: float,
+            scored: bool) -> dict:
+    """Sweep ``t``'s history row from the score's ``[train mse, train loss, valid mse]``.
+
+    Raises:
+        TrainingDivergedError: the averaged model's train loss is not finite.
+    """
+    mse, train_loss, valid_mse = (float(a) for a in np.asarray(stats))
+    if not math.isfinite(train_loss):
+        raise TrainingDivergedError(
+            f"Gibbs sampling diverged at sweep {t}/{chain.config.sweeps}: train loss "
+            f"{train_loss}; check the ratings and the loss")
+    return dict(epoch=t, seconds=since_start, train_loss=train_loss, train_rmse=math.sqrt(mse),
+                valid_rmse=math.sqrt(valid_mse) if scored else None,
+                ratings_per_s=chain.n_ratings / max(seconds, 1e-9),
+                samples=len(chain.kept.rows), noise_std=chain.alpha ** -0.5)
+
+
+def _log_sweep(log: Callable[[str], None], row: dict, sweeps: int) -> None:
+    """One progress line for the history row ``row``."""
+    shown = "n/a" if row["valid_rmse"] is None else f"{row['valid_rmse']:.4f}"
+    log(f"sweep {row['epoch']}/{sweeps}: train RMSE {row['train_rmse']:.4f}, valid RMSE "
+        f"{shown} (averaged model, {row['samples']} samples), "
+        f"{row['ratings_per_s']:,.0f} ratings/s")

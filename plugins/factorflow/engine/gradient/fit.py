@@ -1,13 +1,15 @@
-"""Training a biased matrix-factorization model: settings and the fit loop.
+"""The gradient engine's fit loop: epochs of one compiled call each, the best parameters kept.
 
 The model predicts ``r̂(u, i) = mean + b_u + b_i + <p_u, q_i>``
 (:mod:`factorflow.engine.factors`). The objective (:mod:`factorflow.engine.gradient.objective`)
 is a per-element data loss (:mod:`factorflow.engine.losses`, built in or
 user-defined) averaged over observed ratings plus a per-observation penalty,
-on COO triplets or a dense masked matrix; gradients come from ``jax.grad``,
-updates from optax (:mod:`factorflow.engine.gradient.optimizers`), restarts from ``jax.vmap``
-(:mod:`factorflow.engine.gradient.restarts`). One compiled call runs one epoch; this module
-only loops over epochs, logs, keeps the best parameters and stops early.
+on COO triplets, slotted ratings or a dense masked matrix; gradients come from
+``jax.grad``, updates from optax (:mod:`factorflow.engine.gradient.optimizers`),
+restarts from ``jax.vmap`` (:mod:`factorflow.engine.gradient.restarts`). One
+compiled call runs one epoch; this module only lays the data out, loops over
+epochs, logs, keeps the best parameters and stops early. Callers go through
+:func:`factorflow.engine.dispatch.fit`, which checks the settings first.
 """
 
 from __future__ import annotations
@@ -21,21 +23,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from factorflow.choices import TRAIN_DEFAULTS
-from factorflow.engine.factors import FactorParams, init_params, predict  # noqa: F401 (API)
+from factorflow.engine.config import TrainConfig, check_config
+from factorflow.engine.factors import FactorParams
 from factorflow.engine.losses import DataLoss, get_penalty, resolve_loss, squared_error
-from factorflow.engine.triplets import Triplets
+from factorflow.engine.results import FitResult, TrainingDivergedError
+from factorflow.engine.triplets import Triplets, check_fit_inputs
+from factorflow.engine.gradient.layouts import choose_representation, to_device
+from factorflow.engine.gradient.objective import objective
 from factorflow.engine.gradient.optimizers import (
     MINIBATCH,
     OPTIMIZERS,
     Hyper,
     UpdateSpec,
-    make_schedule,
     updates_per_epoch,
 )
-from factorflow.choices import OPTIMIZER_NAMES, SAMPLER_NAMES
-from factorflow.engine.gradient.objective import choose_representation, sparse_objective, to_device
-from factorflow.engine.gradient.objective import objective as layout_objective
 from factorflow.engine.gradient.restarts import (
     batched_epoch,
     best_restart,
@@ -45,100 +46,6 @@ from factorflow.engine.gradient.restarts import (
     take_restart,
 )
 from factorflow.engine.gradient.slots import SLOTTED_MIN_RATINGS, to_slots
-
-__all__ = ["FactorParams", "FitResult", "OPTIMIZERS", "TrainConfig", "TrainingDivergedError",
-           "fit", "init_params", "objective", "predict"]
-
-#: The COO objective, ``objective(params, users, items, ratings, *, reg, loss, ...)``.
-objective = sparse_objective
-
-
-class TrainingDivergedError(ValueError):
-    """The training loss or the parameters stopped being finite."""
-
-
-class TrainConfig(NamedTuple):
-    """Training settings (all JSON-safe).
-
-    Attributes:
-        rank: number of latent factors.
-        epochs: maximum number of epochs.
-        learning_rate: step size (the schedule's starting value). Plain
-            ``"gd"`` is badly conditioned here (the mean's gradient is O(1), a
-            factor row's shrinks with its share of the ratings); Adam's
-            per-coordinate scaling removes the mismatch.
-        reg: penalty strength, see :func:`factorflow.engine.gradient.objective.sparse_objective`.
-        seed: seed of the run's key (initial factors, sgd shuffles, restarts).
-        optimizer: one of ``registry.OPTIMIZER_NAMES``: ``"adam"``,
-            ``"adagrad"``, ``"gd"``, ``"normalized_gd"`` (each array moves by
-            ``lr * g / |g|``) or ``"sgd"`` (shuffled minibatches).
-        init_scale: ``scale`` of :func:`factorflow.engine.factors.init_params`.
-        steps_per_epoch: full-batch steps per epoch (one compiled call); must
-            be 1 for ``"sgd"``, whose epoch is one pass over the ratings.
-        loss: data loss: a ``registry.LOSS_NAMES`` name (``"squared"``,
-            ``"huber"``, ``"absolute"``) or ``"package.module:function"``, see
-            :func:`factorflow.engine.losses.resolve_loss`.
-        penalty: ``"l2"`` (ridge) or ``"l1"`` (sparse coding).
-        biases: learn the global mean and user/item biases; False predicts
-            ``<p_u, q_i>`` only and leaves them at 0.
-        nonneg: project both factor matrices onto ``>= 0`` after every update
-            (NMF-style factors).
-        representation: ``"auto"``, ``"sparse"`` (COO gathers) or ``"dense"``
-            (masked matrix), see :func:`factorflow.engine.gradient.objective.choose_representation`.
-        batch_size: ratings per minibatch for ``"sgd"``.
-        schedule: ``"constant"``, ``"cosine"`` or ``"exponential"``; steps per update.
-        lr_decay: with a decaying schedule, the last update's rate as a
-            fraction of ``learning_rate``, in (0, 1].
-        restarts: random restarts trained side by side (vmapped); the one with
-            the best validation RMSE (else training loss) is kept.
-        patience: with a validation set, stop after this many epochs without a
-            new best validation RMSE; None trains all epochs.
-    """
-
-    rank: int = TRAIN_DEFAULTS["rank"]
-    epochs: int = TRAIN_DEFAULTS["epochs"]
-    learning_rate: float = TRAIN_DEFAULTS["learning_rate"]
-    reg: float = TRAIN_DEFAULTS["reg"]
-    seed: int = 0
-    optimizer: str = TRAIN_DEFAULTS.get("optimizer", "adam")
-    init_scale: float = 0.1
-    steps_per_epoch: int = 1
-    loss: str = TRAIN_DEFAULTS.get("loss", "squared")
-    penalty: str = "l2"
-    biases: bool = True
-    nonneg: bool = False
-    representation: str = "auto"
-    batch_size: int = 1024
-    schedule: str = "constant"
-    lr_decay: float = 0.01
-    restarts: int = 1
-    patience: int | None = None
-
-
-class FitResult(NamedTuple):
-    """What :func:`fit` returns.
-
-    Attributes:
-        params: the best parameters: the best epoch's (lowest validation RMSE)
-            with a validation set, else the last epoch's; with restarts, of the
-            best restart. No restart axis.
-        history: one dict per epoch run: ``epoch`` (1-based), ``seconds``
-            (since fit started), ``train_loss`` (objective, i.e. data loss
-            plus ``reg`` times the penalty, at the start of the epoch's last
-            step; sgd: mean over the epoch's minibatches), ``train_rmse`` and
-            ``valid_rmse`` (RMSE of the epoch's final parameters on the
-            training and validation ratings; ``valid_rmse`` None without a
-            validation set), ``ratings_per_s`` (epoch 1's includes compiling;
-            scoring excluded), ``restart`` (the epoch's best restart, whose
-            metrics these are) and ``restarts``.
-        best_epoch: 1-based epoch whose parameters are in ``params``.
-        seconds: total wall time of the fit.
-    """
-
-    params: FactorParams
-    history: list[dict]
-    best_epoch: int
-    seconds: float
 
 
 @partial(jax.jit, static_argnames=("biases", "batched"))
@@ -151,47 +58,16 @@ def _train_rmse(params: FactorParams, data, *, biases: bool, batched: bool) -> j
     ``valid_rmse`` scores. One forward pass over the ratings.
     """
     def one(p: FactorParams) -> jax.Array:
-        return jnp.sqrt(layout_objective(p, data, reg=0.0, loss=squared_error, biases=biases))
+        return jnp.sqrt(objective(p, data, reg=0.0, loss=squared_error, biases=biases))
 
     return jax.vmap(one)(params) if batched else one(params)
 
 
-def _check_inputs(triplets: Triplets, name: str, n_users: int, n_items: int) -> None:
-    users, items, ratings = (np.asarray(a) for a in triplets)
-    if not (users.ndim == items.ndim == ratings.ndim == 1) or not (
-        users.shape == items.shape == ratings.shape
-    ):
-        raise ValueError(
-            f"{name}: users {users.shape}, items {items.shape}, ratings {ratings.shape} "
-            "must be 1-D of one length"
-        )
-    if len(triplets) == 0:
-        return
-    if users.min() < 0 or users.max() >= n_users:
-        raise ValueError(
-            f"{name}: user index range [{users.min()}, {users.max()}] outside [0, {n_users})"
-        )
-    if items.min() < 0 or items.max() >= n_items:
-        raise ValueError(
-            f"{name}: item index range [{items.min()}, {items.max()}] outside [0, {n_items})"
-        )
-    if not np.all(np.isfinite(ratings)):
-        raise ValueError(f"{name}: ratings contain nan or inf")
-
-
-def _check_config(config: TrainConfig, patience: int | None) -> None:
-    for field in ("rank", "epochs", "steps_per_epoch", "batch_size", "restarts"):
-        if getattr(config, field) < 1:
-            raise ValueError(f"{field} must be >= 1, got {getattr(config, field)}")
-    if config.reg < 0:
-        raise ValueError(f"reg must be >= 0, got {config.reg}")
-    if not config.learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {config.learning_rate}")
-    if patience is not None and patience < 1:
-        raise ValueError(f"patience must be >= 1 or None, got {patience}")
-    if config.optimizer not in OPTIMIZER_NAMES:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}; known: {list(OPTIMIZER_NAMES)}")
-    make_schedule(config.schedule, 1.0, total_steps=1, final_fraction=config.lr_decay)
+def _check_gradient(config: TrainConfig) -> None:
+    """The checks :func:`factorflow.engine.config.check_config` leaves to a gradient optimizer."""
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"fit_gradient takes a gradient optimizer, one of {list(OPTIMIZERS)}; "
+                         f"got {config.optimizer!r}")
     if config.optimizer in MINIBATCH:
         if config.steps_per_epoch != 1:
             raise ValueError(
@@ -200,68 +76,29 @@ def _check_config(config: TrainConfig, patience: int | None) -> None:
             raise ValueError("sgd needs the sparse representation, got representation='dense'")
 
 
-def fit(
-    train: Triplets,
-    *,
-    n_users: int,
-    n_items: int,
-    valid: Triplets | None = None,
-    config: TrainConfig = TrainConfig(),
-    loss: str | DataLoss | None = None,
-    log: Callable[[str], None] | None = None,
-    patience: int | None = None,
-    key: jax.Array | None = None,
-    on_epoch: Callable[[int, FactorParams], None] | None = None,
-) -> FitResult:
-    """Train a biased factor model on COO ratings.
+class _Run(NamedTuple):
+    """A gradient fit set up: the device data, the settings and the initial state."""
 
-    Args:
-        train: training ratings.
-        n_users: number of users; every user index must be below it.
-        n_items: number of items; every item index must be below it.
-        valid: optional held-out ratings, scored (RMSE) after every epoch.
-        config: training settings.
-        loss: overrides ``config.loss``: a name, import path or
-            ``fn(pred [n], target [n]) -> [n]``.
-        log: called once per epoch with a human-readable progress line.
-        patience: overrides ``config.patience`` when not None.
-        key: the run's PRNG key; default ``jax.random.key(config.seed)``.
-            Restart ``r`` of ``R > 1`` uses ``jax.random.split(key, R)[r]``.
-        on_epoch: called after every epoch with the epoch (1-based) and that
-            epoch's parameters (of its best restart), e.g. to score a test set.
+    data: object
+    valid_data: object
+    hyper: Hyper
+    spec: UpdateSpec
+    keys: jax.Array
+    epoch: Callable
+    params: FactorParams
+    opt_state: object
+    ratings_per_epoch: int
 
-    Returns:
-        A :class:`FitResult`.
 
-    Raises:
-        ValueError: for empty or out-of-range inputs or bad settings
-            (:class:`factorflow.engine.losses.InvalidLossError` for a bad loss).
-        TrainingDivergedError: when the loss or the parameters become nan/inf.
-    """
-    if len(train) == 0:
-        raise ValueError("train has no ratings")
-    if n_users < 1 or n_items < 1:
-        raise ValueError(f"n_users and n_items must be >= 1, got {n_users}, {n_items}")
-    patience = config.patience if patience is None else patience
-    _check_config(config, patience)
-    if config.optimizer in SAMPLER_NAMES:
-        return _fit_sampler(train, n_users=n_users, n_items=n_items, valid=valid, config=config,
-                            loss=loss, log=log, patience=patience, on_epoch=on_epoch)
-    loss_fn = resolve_loss(config.loss if loss is None else loss)
-    penalty_fn = get_penalty(config.penalty)
-    _check_inputs(train, "train", n_users, n_items)
-    if valid is not None:
-        _check_inputs(valid, "valid", n_users, n_items)
-        if len(valid) == 0:
-            valid = None
+def _set_up(train: Triplets, valid: Triplets | None, *, n_users: int, n_items: int,
+            config: TrainConfig, loss: DataLoss, key: jax.Array | None) -> _Run:
+    """Lay the ratings out on the device and initialize every restart's parameters."""
     minibatch = config.optimizer in MINIBATCH
     layout = "sparse" if minibatch else choose_representation(
         config.representation, n_ratings=len(train), n_users=n_users, n_items=n_items)
     spec = UpdateSpec(config.optimizer, config.schedule, float(config.lr_decay),
-                      config.steps_per_epoch, config.batch_size, loss_fn, penalty_fn,
-                      bool(config.biases), bool(config.nonneg))
-
-    start = time.perf_counter()
+                      config.steps_per_epoch, config.batch_size, loss,
+                      get_penalty(config.penalty), bool(config.biases), bool(config.nonneg))
     if layout == "sparse" and not minibatch and len(train) >= SLOTTED_MIN_RATINGS:
         data = to_slots(train, n_users=n_users, n_items=n_items)  # full batch: two passes
     else:
@@ -274,29 +111,70 @@ def fit(
     mean = float(np.mean(train.ratings, dtype=np.float64)) if config.biases else 0.0
     R = config.restarts
     key = jax.random.key(config.seed) if key is None else key
-    keys, run = (key, single_epoch) if R == 1 else (restart_keys(key, R), batched_epoch)
+    keys, epoch = (key, single_epoch) if R == 1 else (restart_keys(key, R), batched_epoch)
     params, opt_state = init_state(keys, np.float32(mean), hyper, spec=spec, n_users=n_users,
                                    n_items=n_items, rank=config.rank,
                                    scale=float(config.init_scale), batched=R > 1)
     ratings_per_epoch = len(train) * (1 if minibatch else config.steps_per_epoch) * R
+    return _Run(data, valid_data, hyper, spec, keys, epoch, params, opt_state,
+                ratings_per_epoch)
 
+
+def fit_gradient(
+    train: Triplets,
+    *,
+    n_users: int,
+    n_items: int,
+    valid: Triplets | None = None,
+    config: TrainConfig = TrainConfig(optimizer="adam"),
+    loss: str | DataLoss | None = None,
+    log: Callable[[str], None] | None = None,
+    patience: int | None = None,
+    key: jax.Array | None = None,
+    on_epoch: Callable[[int, FactorParams], None] | None = None,
+) -> FitResult:
+    """Train a biased factor model on COO ratings with a gradient optimizer.
+
+    The arguments are :func:`factorflow.engine.dispatch.fit`'s, ``config.optimizer``
+    a gradient optimizer; ``key`` seeds the initial factors, sgd shuffles and
+    restarts (restart ``r`` of ``R > 1`` uses ``jax.random.split(key, R)[r]``),
+    and ``on_epoch`` sees each epoch's parameters of its best restart.
+
+    Returns:
+        A :class:`factorflow.engine.results.FitResult`; its ``history`` rows
+        also hold ``restart`` (the epoch's best restart, whose metrics these
+        are) and ``restarts``; ``train_loss`` is the objective (data loss plus
+        ``reg`` times the penalty) at the start of the epoch's last step (sgd:
+        the mean over the epoch's minibatches).
+
+    Raises:
+        ValueError: for empty or out-of-range inputs or bad settings
+            (:class:`factorflow.engine.losses.InvalidLossError` for a bad loss).
+        TrainingDivergedError: when the loss or the parameters become nan/inf.
+    """
+    train, valid = check_fit_inputs(train, valid, n_users=n_users, n_items=n_items)
+    patience = config.patience if patience is None else patience
+    check_config(config, patience)
+    _check_gradient(config)
+    loss_fn = resolve_loss(config.loss if loss is None else loss)
+    start = time.perf_counter()
+    run = _set_up(train, valid, n_users=n_users, n_items=n_items, config=config, loss=loss_fn,
+                  key=key)
+    params, opt_state, R = run.params, run.opt_state, config.restarts
     history: list[dict] = []
     best_params, best_restart_, best_epoch, best_rmse = params, 0, 0, math.inf
     for epoch in range(1, config.epochs + 1):
         params, opt_state, row, step_seconds = _run_epoch(
-            run, params, opt_state, keys, epoch, data, valid_data, hyper, spec=spec, config=config)
+            run.epoch, params, opt_state, run.keys, epoch, run.data, run.valid_data, run.hyper,
+            spec=run.spec, config=config)
         r, valid_rmse = row["restart"], row["valid_rmse"]
-        rate = ratings_per_epoch / max(step_seconds, 1e-9)
+        rate = run.ratings_per_epoch / max(step_seconds, 1e-9)
         history.append(dict(epoch=epoch, seconds=time.perf_counter() - start, **row,
                             ratings_per_s=rate, restarts=R))
         if on_epoch is not None:
             on_epoch(epoch, params if R == 1 else take_restart(params, r))
         if log is not None:
-            shown = "n/a" if valid_rmse is None else f"{valid_rmse:.4f}"
-            best = "" if R == 1 else f", best of {R} restarts: {r}"
-            log(f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, "
-                f"train RMSE {row['train_rmse']:.4f}, valid RMSE {shown}, "
-                f"{rate:,.0f} ratings/s{best}")
+            _log_epoch(log, history[-1], config)
         if valid_rmse is None or valid_rmse < best_rmse:
             best_params, best_restart_, best_epoch = params, r, epoch
             best_rmse = best_rmse if valid_rmse is None else valid_rmse
@@ -308,6 +186,16 @@ def fit(
     if R > 1:
         best_params = take_restart(best_params, best_restart_)
     return FitResult(best_params, history, best_epoch, time.perf_counter() - start)
+
+
+def _log_epoch(log: Callable[[str], None], row: dict, config: TrainConfig) -> None:
+    """One progress line for the history row ``row``."""
+    shown = "n/a" if row["valid_rmse"] is None else f"{row['valid_rmse']:.4f}"
+    R = config.restarts
+    best = "" if R == 1 else f", best of {R} restarts: {row['restart']}"
+    log(f"epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.4f}, "
+        f"train RMSE {row['train_rmse']:.4f}, valid RMSE {shown}, "
+        f"{row['ratings_per_s']:,.0f} ratings/s{best}")
 
 
 def _run_epoch(run: Callable, params, opt_state, keys, epoch: int, data, valid_data,
@@ -343,30 +231,3 @@ def _run_epoch(run: Callable, params, opt_state, keys, epoch: int, data, valid_d
     row = dict(train_loss=float(losses[r]), train_rmse=float(train_rmses[r]),
                valid_rmse=None if valid_data is None else float(rmses[r]), restart=r)
     return params, opt_state, row, step_seconds
-
-
-def _fit_sampler(train: Triplets, *, n_users: int, n_items: int, valid: Triplets | None,
-                 config: TrainConfig, loss: str | DataLoss | None,
-                 log: Callable[[str], None] | None, patience: int | None,
-                 on_epoch: Callable[[int, FactorParams], None] | None) -> FitResult:
-    """``optimizer="gibbs"``: Bayesian factorization, one epoch = one Gibbs sweep.
-
-    Rank, epochs (sweeps), seed and loss carry over; the priors replace
-    ``learning_rate`` and ``reg``, and averaging replaces early stopping.
-    """
-    from factorflow.engine.gibbs.sampler import GibbsConfig, fit_gibbs
-
-    unsupported = {"restarts": config.restarts != 1, "patience": patience is not None,
-                   "nonneg": config.nonneg, "biases=False": not config.biases,
-                   "penalty": config.penalty != "l2"}
-    named = [name for name, used in unsupported.items() if used]
-    if named:
-        raise ValueError(f"optimizer 'gibbs' does not take {', '.join(named)}: "
-                         "use a gradient optimizer (e.g. 'adam') for those")
-    # clip=False: the history then scores exactly the model that is returned
-    # (published factors cannot clip a dot product).
-    gibbs = GibbsConfig(rank=config.rank, sweeps=config.epochs, seed=config.seed, clip=False,
-                        burn_in=min(GibbsConfig().burn_in, config.epochs - 1))
-    return fit_gibbs(train, n_users=n_users, n_items=n_items, valid=valid, config=gibbs,
-                     loss=resolve_loss(config.loss if loss is None else loss), log=log,
-                     on_epoch=on_epoch)

@@ -1,117 +1,23 @@
-"""Two layouts of the observed ratings, one objective.
+"""The gradient engine's objective, one value on every layout of the ratings.
 
-* sparse (COO): ``[n]`` user indices, item indices and ratings; predictions
-  are gathered per rating, so an epoch costs O(n * rank) whatever the matrix size.
-* dense (masked): the ``[n_users, n_items]`` rating matrix and a boolean mask
-  of observed entries, the classic formulation; predictions are one matrix
-  product, O(n_users * n_items * rank), which beats gathers on small, dense
-  problems.
-
-Both compute the same objective: the mean data loss over observed ratings plus
-``reg`` times the mean, over observed ratings, of the penalty of that rating's
-user and item parameters (see :func:`sparse_objective`).
+The mean data loss over observed ratings plus ``reg`` times the mean, over
+observed ratings, of the penalty of that rating's user and item parameters
+(see :func:`sparse_objective`), on COO or masked-matrix ratings
+(:mod:`factorflow.engine.gradient.layouts`) or slotted ones
+(:mod:`factorflow.engine.gradient.slots`).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from factorflow.engine.factors import FactorParams
 from factorflow.engine.losses import DataLoss, Penalty, l2_penalty, squared_error
-from factorflow.engine.triplets import Triplets, to_dense
-from factorflow.choices import REPRESENTATION_NAMES
+from factorflow.engine.gradient.layouts import DenseRatings, SparseRatings
+from factorflow.engine.gradient.penalty import counted_penalty
 from factorflow.engine.gradient.slots import SlottedRatings
 from factorflow.engine.gradient.slots import objective_and_grad as slotted_objective_and_grad
-
-#: "auto" picks dense only when the matrix has at most this many cells ...
-DENSE_MAX_CELLS = 4_000_000
-#: ... and at least this share of them is observed.
-DENSE_MIN_DENSITY = 0.05
-
-
-class SparseRatings(NamedTuple):
-    """COO ratings on the device.
-
-    Attributes:
-        users: ``[n]`` int32 user indices.
-        items: ``[n]`` int32 item indices.
-        ratings: ``[n]`` float32 ratings.
-        weights: ``[n]`` float32 weights of a padded minibatch, or None (all 1).
-        user_counts: ``[n_users]`` float32 ratings per user (``bincount(users)``),
-            or None; with both counts the penalty is summed per row, weighted
-            by the counts, instead of per rating: the same value, less work.
-        item_counts: ``[n_items]`` float32 ratings per item, or None.
-    """
-
-    users: jax.Array
-    items: jax.Array
-    ratings: jax.Array
-    weights: jax.Array | None = None
-    user_counts: jax.Array | None = None
-    item_counts: jax.Array | None = None
-
-
-class DenseRatings(NamedTuple):
-    """Masked-matrix ratings on the device.
-
-    Attributes:
-        values: ``[n_users, n_items]`` float32, 0 where unobserved.
-        mask: ``[n_users, n_items]`` bool, True where observed.
-    """
-
-    values: jax.Array
-    mask: jax.Array
-
-
-def choose_representation(
-    requested: str, *, n_ratings: int, n_users: int, n_items: int
-) -> str:
-    """``"sparse"`` or ``"dense"`` for ``TrainConfig.representation`` ``requested``.
-
-    ``"auto"`` is dense when ``n_users * n_items <= DENSE_MAX_CELLS`` and the
-    density ``n_ratings / (n_users * n_items) >= DENSE_MIN_DENSITY``, else sparse.
-
-    Raises:
-        ValueError: for a name outside ``REPRESENTATION_NAMES``.
-    """
-    if requested not in REPRESENTATION_NAMES:
-        raise ValueError(
-            f"unknown representation {requested!r}; known: {list(REPRESENTATION_NAMES)}")
-    if requested != "auto":
-        return requested
-    cells = n_users * n_items
-    dense = cells <= DENSE_MAX_CELLS and n_ratings >= DENSE_MIN_DENSITY * cells
-    return "dense" if dense else "sparse"
-
-
-def to_device(
-    triplets: Triplets, *, n_users: int, n_items: int, representation: str,
-) -> SparseRatings | DenseRatings:
-    """Ratings in the layout ``"sparse"`` (with per-row counts) or ``"dense"``, on the device.
-
-    Full-batch training on many ratings uses :func:`factorflow.engine.gradient.slots.to_slots` instead.
-    """
-    if representation == "dense":
-        values, mask = to_dense(triplets, n_users=n_users, n_items=n_items)
-        return DenseRatings(jnp.asarray(values), jnp.asarray(mask))
-    if representation != "sparse":
-        raise ValueError(f"representation must be 'sparse' or 'dense', got {representation!r}")
-    users, items = np.asarray(triplets.users), np.asarray(triplets.items)
-    ratings = np.asarray(triplets.ratings)
-    counts = dict(
-        user_counts=jnp.asarray(np.bincount(users, minlength=n_users), jnp.float32),
-        item_counts=jnp.asarray(np.bincount(items, minlength=n_items), jnp.float32),
-    )
-    return SparseRatings(
-        jnp.asarray(users, jnp.int32),
-        jnp.asarray(items, jnp.int32),
-        jnp.asarray(ratings, jnp.float32),
-        **counts,
-    )
 
 
 def predict_rows(rows: FactorParams, *, biases: bool = True) -> jax.Array:
@@ -153,34 +59,6 @@ def rows_objective(
     if weights is None:
         return jnp.mean(per_rating)
     return jnp.sum(weights * per_rating) / jnp.maximum(jnp.sum(weights), 1e-12)
-
-
-def counted_penalty(
-    params: FactorParams,
-    user_counts: jax.Array,
-    item_counts: jax.Array,
-    *,
-    penalty: Penalty = l2_penalty,
-    biases: bool = True,
-) -> jax.Array:
-    """``sum_u count_u * pen(user u) + sum_i count_i * pen(item i)``, a scalar.
-
-    Equal to summing every rating's charge (its user's and item's penalty),
-    at O((n_users + n_items) * rank) cost instead of O(n * rank).
-
-    Args:
-        params: model parameters (full tables).
-        user_counts: ``[n_users]`` ratings per user.
-        item_counts: ``[n_items]`` ratings per item.
-        penalty: per-element penalty.
-        biases: also charge the user and item biases.
-    """
-    user_charge = jnp.sum(penalty(params.user_factors), -1)
-    item_charge = jnp.sum(penalty(params.item_factors), -1)
-    if biases:
-        user_charge += penalty(params.user_bias)
-        item_charge += penalty(params.item_bias)
-    return user_counts @ user_charge + item_counts @ item_charge
 
 
 def gather_rows(params: FactorParams, users: jax.Array, items: jax.Array) -> FactorParams:
@@ -276,22 +154,6 @@ def objective_and_grad(
     if isinstance(data, SlottedRatings):
         return slotted_objective_and_grad(params, data, **settings)
     return jax.value_and_grad(objective)(params, data, **settings)
-
-
-def with_penalty(params: FactorParams, total: jax.Array, grad: FactorParams,
-                 user_counts: jax.Array, item_counts: jax.Array, *, reg: float | jax.Array,
-                 penalty: Penalty, biases: bool) -> tuple[jax.Array, FactorParams]:
-    """``(objective, gradient)`` from the data loss's sum ``total`` and its gradient ``grad``.
-
-    Adds ``reg`` times :func:`counted_penalty` (and its autodiff gradient) and
-    divides by the number of ratings, ``sum(user_counts)``.
-    """
-    n = jnp.sum(user_counts)
-    charge, charge_grad = jax.value_and_grad(
-        lambda p: counted_penalty(p, user_counts, item_counts, penalty=penalty,
-                                  biases=biases))(params)
-    value = (total + reg * charge) / n
-    return value, jax.tree.map(lambda g, c: (g + reg * c) / n, grad, charge_grad)
 
 
 def dense_objective(

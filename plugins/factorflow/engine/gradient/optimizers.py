@@ -23,14 +23,10 @@ import optax
 
 from factorflow.engine.factors import FactorParams, predict, project_nonneg
 from factorflow.engine.losses import DataLoss, Penalty
-from factorflow.choices import GRADIENT_OPTIMIZER_NAMES, SCHEDULE_NAMES
-from factorflow.engine.gradient.objective import (
-    DenseRatings,
-    SparseRatings,
-    gather_rows,
-    objective_and_grad,
-    rows_objective,
-)
+from factorflow.choices import GRADIENT_OPTIMIZER_NAMES
+from factorflow.engine.config import check_schedule
+from factorflow.engine.gradient.layouts import DenseRatings, SparseRatings
+from factorflow.engine.gradient.objective import gather_rows, objective_and_grad, rows_objective
 
 
 def normalized_gd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
@@ -81,10 +77,7 @@ def make_schedule(
     Raises:
         ValueError: for an unknown name or ``final_fraction`` outside (0, 1].
     """
-    if name not in SCHEDULE_NAMES:
-        raise ValueError(f"unknown schedule {name!r}; known: {list(SCHEDULE_NAMES)}")
-    if not 0.0 < final_fraction <= 1.0:
-        raise ValueError(f"final_fraction (lr_decay) must be in (0, 1], got {final_fraction}")
+    check_schedule(name, final_fraction)
     if name == "constant":
         return learning_rate
     if name == "cosine":

@@ -15,12 +15,11 @@ block's gathered rows stay in cache):
    the chunk's item row, takes each slot's ``dL/dpred`` from pass 1 (by its
    position) and the slot's user row.
 
-Against one pass that scatters two gradient rows per rating (the engine's
-earlier chunked layout), this adds a gradient row only once per chunk, and XLA:CPU
-fuses each pass's per-slot gathers into one loop: at 1M ratings, rank 64, on
-a 2-core CPU the gradient takes ~90 ms instead of ~155 ms and a full Adam epoch
-runs at 10.2-10.4M ratings/s instead of 7.6M. The derivatives are still
-JAX's: any loss of :mod:`factorflow.engine.losses` or a user's.
+Against one pass that scatters two gradient rows per rating, this adds a
+gradient row only once per chunk, and XLA:CPU fuses each pass's per-slot
+gathers into one loop, so a full-batch epoch runs faster (figures in
+``tests/bench/README.md``). The derivatives are still JAX's: any loss of
+:mod:`factorflow.engine.losses` or a user's.
 """
 
 from __future__ import annotations
@@ -33,7 +32,9 @@ import numpy as np
 
 from factorflow.engine.factors import FactorParams
 from factorflow.engine.losses import DataLoss, Penalty, l2_penalty, squared_error
+from factorflow.engine.grouping import slot_positions
 from factorflow.engine.triplets import Triplets
+from factorflow.engine.gradient.penalty import with_penalty
 
 #: Slots gathered per scan step (``B * C``).
 SLOTS_PER_STEP = 4096
@@ -78,48 +79,6 @@ def chunk_size(counts: np.ndarray) -> int:
         chunks = int((-(-counts // c)).sum())
         return chunks * c + CHUNK_OVERHEAD * chunks
     return min(CHUNK_SIZES, key=lambda c: (work(c), -c))
-
-
-#: From this many ratings on, :func:`group_order` sorts by SciPy's CSR conversion.
-LARGE = 1 << 20
-
-
-def group_order(keys: np.ndarray, n_keys: int) -> np.ndarray:
-    """A stable ``argsort`` of integer ``keys`` in ``[0, n_keys)``: ``[n]`` indices.
-
-    Keys below 2^16 are sorted as 16-bit integers (radix sort). Large inputs
-    go through ``scipy.sparse``: the canonical CSR form of a
-    matrix with one entry per key at column "its own index" lists, row by
-    row, those indices in increasing order, which is exactly the stable
-    order; SciPy builds it by counting sort, O(n) (25M user indices: 1.5 s
-    on a 2-core CPU, where NumPy's stable ``argsort`` takes 6 s).
-    """
-    n = keys.shape[0]
-    if n < LARGE:
-        # NumPy sorts 16-bit keys stably by radix sort: 2-4x faster here.
-        small = keys.astype(np.uint16) if n_keys <= 1 << 16 else keys
-        return np.argsort(small, kind="stable")
-    from scipy.sparse import csr_array
-
-    index = np.arange(n, dtype=np.int64 if n >= 2**31 - 1 else np.int32)
-    return csr_array((np.ones(n, np.int8), (keys, index)), shape=(n_keys, n)).indices
-
-
-def slot_positions(rows: np.ndarray, n_rows: int, size: int):
-    """Where each rating goes when ``rows``' ratings are chunked ``size`` at a time.
-
-    Returns ``(order, flat, count, per_row)``: ``order`` sorts the ratings by
-    row (stable), ``flat[j]`` is the flat slot of the ``j``-th sorted rating
-    (row by row, each row's chunks consecutive), ``count [n_rows]`` the ratings
-    and ``per_row [n_rows]`` the chunks of each row.
-    """
-    order = group_order(rows, n_rows)
-    count = np.bincount(rows, minlength=n_rows)
-    per_row = -(-count // size)
-    first_chunk = np.cumsum(per_row) - per_row
-    # Row by row in sorted order, so repeat (sequential) instead of a gather by row.
-    pos = np.arange(rows.shape[0], dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
-    return order, np.repeat(first_chunk * size, count) + pos, count, per_row
 
 
 def _slots(rows: np.ndarray, n_rows: int, size: int):
@@ -190,13 +149,11 @@ def objective_and_grad(
     """The objective of :func:`factorflow.engine.gradient.objective.sparse_objective` and its gradient.
 
     Mean data loss over the ratings plus ``reg`` times the per-rating penalty
-    (see :func:`factorflow.engine.gradient.objective.counted_penalty`).
+    (see :func:`factorflow.engine.gradient.penalty.counted_penalty`).
 
     Returns:
         ``(objective [], gradient)`` with the gradient shaped like ``params``.
     """
-    from factorflow.engine.gradient.objective import with_penalty  # it imports this module
-
     def user_block(carry, block):
         total, grad_mean, grad_bias, grad_factors = carry
         row, item, rating = block                                       # [B], [B, C], [B, C]

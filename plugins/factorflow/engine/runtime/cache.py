@@ -46,8 +46,8 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
 def start_runtime() -> concurrent.futures.Future:
     """Start JAX's backend on a background thread: plugin discovery, then the client.
 
-    Creating it takes 20-40 ms on a 2-core CPU, most of it in the search for
-    PJRT plugins among the installed packages. Entry points that first read
+    Creating it takes a noticeable time, most of it in the search for PJRT
+    plugins among the installed packages. Entry points that first read
     their input (``factorflow fit`` its rating files, the train task the build
     stage's matrices) call this before reading, so the two overlap, and take
     the future's result before they fit.
@@ -74,5 +74,7 @@ def start_runtime() -> concurrent.futures.Future:
             error.__cause__ = exc
             future.set_exception(error)
 
-    threading.Thread(target=start, name="factorflow-jax-runtime", daemon=True).start()
+    # Not a daemon: a process that exits early (a bad input file) waits for the
+    # client instead of stopping the thread inside JAX's C++ start-up, which aborts.
+    threading.Thread(target=start, name="factorflow-jax-runtime", daemon=False).start()
     return future

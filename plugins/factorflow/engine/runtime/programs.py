@@ -2,8 +2,8 @@
 
 JAX's persistent compilation cache (:mod:`factorflow.engine.runtime.cache`) saves XLA's
 compile, but every new process still traces and lowers each program and
-compiles each eager operation it meets: about 0.3 s before the first Gibbs
-sweep of a MovieLens-100K fit on a 2-core CPU, ten sweeps' worth. :func:`load`
+compiles each eager operation it meets, which on a small data set costs more
+than many Gibbs sweeps. :func:`load`
 keeps the *executable* itself (``jax.experimental.serialize_executable``),
 keyed by everything that shapes it: the program's name, its static arguments,
 the arguments' tree, shapes and dtypes, the jax/jaxlib versions, the backend
@@ -194,8 +194,8 @@ def bind_lapack() -> None:
 
     JAX takes the kernels from SciPy's ``scipy.linalg.cython_blas`` and
     ``cython_lapack`` extension modules; importing them the usual way first runs
-    ``scipy.linalg``'s package ``__init__`` (0.2-0.35 s on a 2-core CPU, more
-    than a MovieLens-100K sweep costs ten times over). The two extension modules
+    ``scipy.linalg``'s package ``__init__``, which costs more than many Gibbs
+    sweeps of a small data set. The two extension modules
     are loaded here from their files on their own, under their own names, for
     JAX to read, then taken out of ``sys.modules`` again so that a later
     ``import scipy.linalg`` binds them the usual way (the same, already loaded

@@ -3,6 +3,8 @@
 -- DuckDB type names chosen from the source ids (BIGINT or VARCHAR); {width} is
 -- the current model's number of factor columns. Every value
 -- is a bound parameter ($model_id ...). The statements run in one transaction.
+-- Query names match include/sql/postgres/publish.sql; model_width is DuckDB's
+-- own, advisory_lock, lock_holder, create_functions and schema_state Postgres's.
 
 -- name: create_schema
 CREATE SCHEMA IF NOT EXISTS {schema}
@@ -93,22 +95,25 @@ CREATE TABLE IF NOT EXISTS {schema}.predictions (
 SELECT data_type FROM information_schema.columns
 WHERE table_schema = $schema AND table_name = $table AND column_name = $column
 
--- name: delete_model
-DELETE FROM {schema}.predictions WHERE model_id = $model_id;
-DELETE FROM {schema}.user_factors WHERE model_id = $model_id;
-DELETE FROM {schema}.item_factors WHERE model_id = $model_id;
-DELETE FROM {schema}.model_runs WHERE model_id = $model_id OR candidate_of = $model_id;
+-- name: delete_models
+-- Every row of the models $model_ids (a list), with their sweep candidates.
+DELETE FROM {schema}.predictions WHERE list_contains($model_ids, model_id);
+DELETE FROM {schema}.user_factors WHERE list_contains($model_ids, model_id);
+DELETE FROM {schema}.item_factors WHERE list_contains($model_ids, model_id);
+DELETE FROM {schema}.model_runs WHERE list_contains($model_ids, model_id)
+                                  OR list_contains($model_ids, candidate_of);
 
 -- name: insert_user_factors
-INSERT INTO {schema}.user_factors SELECT $model_id, id, bias, factors FROM staged_user_factors
+-- staged: the staged model's Arrow table, registered on the connection.
+INSERT INTO {schema}.user_factors SELECT $model_id, id, bias, factors FROM staged
 
 -- name: insert_item_factors
 INSERT INTO {schema}.item_factors (model_id, item_id, bias, factors, n_ratings, mean_rating)
-SELECT $model_id, id, bias, factors, n_ratings, mean_rating FROM staged_item_factors
+SELECT $model_id, id, bias, factors, n_ratings, mean_rating FROM staged
 
 -- name: insert_predictions
 INSERT INTO {schema}.predictions
-SELECT $model_id, user_id, item_id, score, rank FROM staged_predictions
+SELECT $model_id, user_id, item_id, score, rank FROM staged
 
 -- name: insert_model_run
 INSERT INTO {schema}.model_runs BY NAME
@@ -127,20 +132,14 @@ SELECT * FROM (VALUES (
 -- name: point_current
 INSERT OR REPLACE INTO {schema}.current_pointer VALUES ('current', $model_id)
 
--- name: retain
--- Keep the newest $keep models (and always the current one); delete the rest,
--- with their sweep candidates.
-CREATE OR REPLACE TEMP TABLE expired AS
+-- name: expired_models
+-- Keep the newest $keep models (and always the current one); delete_models
+-- then deletes the rest, with their sweep candidates.
 SELECT model_id FROM {schema}.model_runs
 WHERE candidate_of IS NULL
   AND model_id NOT IN (SELECT model_id FROM {schema}.current_pointer)
   AND model_id NOT IN (SELECT model_id FROM {schema}.model_runs WHERE candidate_of IS NULL
-                       ORDER BY created_at DESC, model_id DESC LIMIT $keep);
-DELETE FROM {schema}.predictions WHERE model_id IN (SELECT model_id FROM expired);
-DELETE FROM {schema}.user_factors WHERE model_id IN (SELECT model_id FROM expired);
-DELETE FROM {schema}.item_factors WHERE model_id IN (SELECT model_id FROM expired);
-DELETE FROM {schema}.model_runs WHERE model_id IN (SELECT model_id FROM expired)
-                                  OR candidate_of IN (SELECT model_id FROM expired);
+                       ORDER BY created_at DESC, model_id DESC LIMIT $keep)
 
 -- name: create_views
 CREATE OR REPLACE VIEW {schema}.current_model AS
@@ -192,5 +191,7 @@ UPDATE {schema}.current_pointer SET model_id = $model_id WHERE name = 'current'
 SELECT count(*) FROM {schema}.model_runs WHERE model_id = $model_id AND candidate_of IS NULL
 
 -- name: model_width
+-- A kept model's factor width, for the views after a rollback (DuckDB only:
+-- its views cast to fixed-size FLOAT[width] arrays).
 SELECT len(factors) FROM {schema}.user_factors WHERE model_id = $model_id LIMIT 1
 

@@ -69,7 +69,6 @@ NOT_RUN = {
                                   "date (its 25M and 100M runs take 5 and 21 minutes)",
     "dataset              method": "make bench's table, a benchmark record of its date "
                                    "(tests/bench/README.md says how to reproduce it)",
-    "dags/factorize_ratings.py": "the layout tree (no output to compare)",
 }
 
 
@@ -246,8 +245,26 @@ def test_command_line_blocks_run_as_written(project):
         assert run.returncode == 0, f"README line {block.line}:\n{script}\n{run.stderr[-3000:]}"
 
 
+def _layout_block() -> Block:
+    return next(b for b in code_blocks() if b.text.startswith("dags/ "))
+
+
+def test_the_layout_names_every_package_and_module():
+    """The Layout tree names every package and module of the library, and nothing gone."""
+    text = _layout_block().text
+    words = set(re.findall(r"[A-Za-z_]+", text))
+    library = ROOT / "plugins" / "factorflow"
+    packages = {p.name for p in library.rglob("*") if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in library.rglob("*.py") if not p.stem.startswith("__")}
+    assert not (packages | modules) - words, sorted((packages | modules) - words)
+    named = {m for m in re.findall(r"\b(\w+)\.py\b", text) if not m.startswith("test_")}
+    named -= {"factorflow_plugin"}
+    assert named <= modules, f"the layout names modules that do not exist: {sorted(named - modules)}"
+
+
 def test_every_block_is_run_or_says_why_not():
     claimed = {b.line for b in _python_blocks() + _duckdb_blocks() + _cli_blocks()}
+    claimed.add(_layout_block().line)
     claimed |= {b.line for b in code_blocks() if b.text.startswith("current model ")
                 or b.text.startswith("ratings validation failed")}
     claimed |= {b.line for b in _postgres_blocks()}

@@ -1,4 +1,4 @@
-"""Build stage: id maps, the seeded split and the COO/dense forms."""
+"""Build stage: id maps, the split artifacts, and the bounded passes that make them."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from factorflow.engine.triplets import Triplets, to_dense
 from factorflow.stages.build import build_matrices, load_matrices
-from factorflow.engine.split import split_mask
+from tests.engine.test_split import reference_split
 
 pytestmark = pytest.mark.unit
 
@@ -73,48 +72,6 @@ class TestBuildMatrices:
             build_matrices(path, tmp_path / "m")
 
 
-class TestDenseForm:
-    def test_matches_triplets(self):
-        t = Triplets(np.array([0, 1, 1], np.int32), np.array([2, 0, 1], np.int32),
-                     np.array([4.0, 1.0, 5.0], np.float32))
-        values, mask = to_dense(t, n_users=2, n_items=3)
-        np.testing.assert_array_equal(values, [[0, 0, 4], [1, 5, 0]])
-        np.testing.assert_array_equal(mask, [[0, 0, 1], [1, 1, 0]])
-
-    def test_out_of_shape(self):
-        t = Triplets(np.array([2], np.int32), np.array([0], np.int32), np.array([1.0], np.float32))
-        with pytest.raises(ValueError, match="past the matrix shape"):
-            to_dense(t, n_users=2, n_items=3)
-
-    def test_npz_roundtrip_without_pickle(self, tmp_path):
-        t = Triplets(np.array([0, 1], np.int32), np.array([1, 0], np.int32), np.array([2.5, 3.0], np.float32))
-        t.save(tmp_path / "t.npz")
-        back = Triplets.load(tmp_path / "t.npz")
-        for x, y in zip(t, back):
-            np.testing.assert_array_equal(x, y)
-            assert x.dtype == y.dtype
-
-
-def test_triplets_replace_keeps_the_other_fields():
-    t = Triplets(np.array([0, 1, 2], np.int32), np.array([1, 0, 2], np.int32),
-                 np.array([1.0, 2.0, 3.0], np.float32))
-    r = t._replace(ratings=t.ratings * 2)
-    assert len(r) == 3 and r.users is t.users and r.ratings.tolist() == [2.0, 4.0, 6.0]
-
-
-def reference_split(users: np.ndarray, n_users: int, fraction: float, min_ratings: int,
-                    seed: int) -> np.ndarray:
-    """The split as first written: one lexsort of (user, seeded key) over every rating."""
-    counts = np.bincount(users, minlength=n_users)
-    n_valid = np.where(counts >= min_ratings, np.floor(fraction * counts), 0).astype(np.int64)
-    keys = np.random.default_rng(seed).random(users.shape[0])
-    order = np.lexsort((keys, users))
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    rank_in_user = np.empty_like(order)
-    rank_in_user[order] = np.arange(order.shape[0]) - np.repeat(starts, counts)
-    return rank_in_user < n_valid[users]
-
-
 @pytest.fixture
 def small_steps(monkeypatch):
     """Encode, sort and split a few rows at a time."""
@@ -170,30 +127,3 @@ class TestBoundedBuild:
         path = _write(tmp_path, ids["user_id"], ids["item_id"], [1.0, 2.0, 3.0])
         with pytest.raises(ValueError, match=f"null {column} in .*validate"):
             build_matrices(path, tmp_path / "m")
-
-
-class TestSplitMask:
-    def test_blocks_of_users_hold_out_what_one_lexsort_does(self, small_steps):
-        counts = np.random.default_rng(1).integers(1, 30, 40)
-        users = np.repeat(np.arange(40), counts).astype(np.int32)  # sorted, many blocks
-        for seed in range(3):
-            np.testing.assert_array_equal(split_mask(users, 40, 0.3, 5, seed),
-                                          reference_split(users, 40, 0.3, 5, seed))
-
-    def test_unsorted_users(self, small_steps):
-        users = np.random.default_rng(2).integers(0, 25, 300).astype(np.int32)
-        np.testing.assert_array_equal(split_mask(users, 25, 0.2, 3, 7),
-                                      reference_split(users, 25, 0.2, 3, 7))
-
-    def test_progress_after_each_block(self, small_steps):
-        users = np.repeat(np.arange(10), 4).astype(np.int32)
-        done: list[int] = []
-        split_mask(users, 10, 0.25, 2, 0, on_rows=done.append)
-        assert done == [12, 20, 32, 40]  # at the first user end from each multiple of 10
-
-    def test_ties_rank_by_position(self):
-        from factorflow.engine.split import _rank_in_user
-
-        users = np.array([0, 0, 0, 1, 1], np.int32)
-        keys = np.array([0.5, 0.1, 0.5, 0.2, 0.2])
-        assert _rank_in_user(users, keys).tolist() == [1, 0, 2, 0, 1]

@@ -67,7 +67,7 @@ NOT_RUN = {
                                             "tests/dags/test_tune_factorization.py",
     "size  task          wall s": "make bench-pipeline's table, a benchmark record of its "
                                   "date (its 25M and 100M runs take 5 and 21 minutes)",
-    "dataset              method": "make bench's table, a benchmark record of its date "
+    "factorflow to Surprise SVD RMSE": "make bench's table, a benchmark record of its date "
                                    "(tests/bench/README.md says how to reproduce it)",
 }
 

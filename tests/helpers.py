@@ -69,3 +69,7 @@ def half_observed(n_users, n_items, rank, seed=42):
     users, items = np.nonzero(mask)
     coo = Triplets(users.astype(np.int32), items.astype(np.int32), values[users, items])
     return coo, values, mask, random_params(n_users, n_items, rank, seed=1, scale=0.7)
+
+
+#: The shape of the small synthetic set the engine tests share (``small_data``).
+SMALL = dict(n_users=60, n_items=50)

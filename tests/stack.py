@@ -8,6 +8,7 @@ started (SIGTERM, then SIGKILL) and drops the database, whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tests.conftest import ROOT
 
@@ -221,3 +222,31 @@ class AirflowStack:
             return status, json.loads(raw) if raw else None
         except ValueError:
             return status, raw.decode(errors="replace")
+
+
+@contextlib.contextmanager
+def running_stack(home: Path, env: dict[str, str], *, workers: dict[str, str] | None = None,
+                  api_server_only: bool = False, dags: tuple[str, ...] = ()) -> Iterator[AirflowStack]:
+    """An :class:`AirflowStack` started in ``home``, stopped (every process group) on exit.
+
+    Skips the calling test where PostgreSQL (the metadata DB), or Redis when
+    Celery ``workers`` are asked for, is missing; waits until the dag-processor
+    has parsed each of ``dags``; fails if a component outlives ``stop()``.
+    """
+    import pytest
+
+    from tests.warehouses import postgres_skip_reason
+
+    for reason in (postgres_skip_reason(), redis_skip_reason() if workers else None):
+        if reason:
+            pytest.skip(reason)
+    stack = AirflowStack(home, env=env)
+    try:
+        stack.start(workers or {}, api_server_only=api_server_only)
+        for dag_id in dags:
+            stack.wait_for(lambda d=dag_id: stack.request("GET", f"/api/v2/dags/{d}")[0] == 200,
+                           180, f"the dag-processor to parse {dag_id}")
+        yield stack
+    finally:
+        stack.stop()
+        assert not any(stack.alive().values()), "a component outlived stop()"

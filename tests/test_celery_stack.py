@@ -24,29 +24,17 @@ WORKERS = {"default_worker": "default", "gpu_worker": "gpu"}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     from factorflow.warehouse.demo import write_demo_warehouse
-    from tests.stack import AirflowStack, redis_skip_reason
-    from tests.warehouses import postgres_skip_reason
+    from tests.stack import running_stack
 
-    for reason in (postgres_skip_reason(), redis_skip_reason()):
-        if reason:
-            pytest.skip(reason)
     root = tmp_path_factory.mktemp("celery")
     warehouse = root / "warehouse.duckdb"
     write_demo_warehouse(warehouse, **SMALL_DEMO)
     started = time.monotonic()
-    stack = AirflowStack(root / "airflow", env={
-        "FACTORFLOW_WAREHOUSE": str(warehouse),
-        "FACTORFLOW_ARTIFACTS_DIR": str(root / "artifacts")})
-    stack.warehouse = warehouse
-    try:
-        stack.start(WORKERS)
-        stack.wait_for(lambda: stack.request("GET", f"/api/v2/dags/{DAG_ID}")[0] == 200, 180,
-                       "the dag-processor to parse the DAG")
+    env = {"FACTORFLOW_WAREHOUSE": str(warehouse), "FACTORFLOW_ARTIFACTS_DIR": str(root / "artifacts")}
+    with running_stack(root / "airflow", env, workers=WORKERS, dags=(DAG_ID,)) as stack:
+        stack.warehouse = warehouse
         stack.startup_seconds = time.monotonic() - started
         yield stack
-    finally:
-        stack.stop()
-        assert not any(stack.alive().values()), "a component outlived stop()"
 
 
 def _runs(stack):

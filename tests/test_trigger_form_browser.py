@@ -35,27 +35,16 @@ SECTIONS = {"factorize_ratings": ["Data", "Model", "Gradient optimizers only", "
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     from factorflow.warehouse.demo import write_demo_warehouse
-    from tests.stack import AirflowStack
-    from tests.warehouses import postgres_skip_reason
+    from tests.stack import running_stack
 
-    if reason := postgres_skip_reason():
-        pytest.skip(reason)
     root = tmp_path_factory.mktemp("trigger-form")
     warehouse = root / "data" / "warehouse.duckdb"
     warehouse.parent.mkdir()
     write_demo_warehouse(warehouse, **SMALL_DEMO)
-    stack = AirflowStack(root / "airflow", env={
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "FACTORFLOW_WAREHOUSE": str(warehouse),
-        "FACTORFLOW_ARTIFACTS_DIR": str(root / "artifacts")})
-    try:
-        stack.start({})
-        for dag_id in DAGS:
-            stack.wait_for(lambda d=dag_id: stack.request("GET", f"/api/v2/dags/{d}")[0] == 200,
-                           180, f"the dag-processor to parse {dag_id}")
+    env = {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "FACTORFLOW_WAREHOUSE": str(warehouse),
+           "FACTORFLOW_ARTIFACTS_DIR": str(root / "artifacts")}
+    with running_stack(root / "airflow", env, dags=tuple(DAGS)) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="module")

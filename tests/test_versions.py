@@ -12,13 +12,14 @@ from factorflow.engine.model import FactorModel
 from factorflow.stages.train import MODEL_FILE
 from factorflow.stages.publish import publish_model
 from factorflow.warehouse import open_warehouse
+from tests.warehouses import publish_small_model
 
 pytestmark = pytest.mark.integration
 
 
 def _publish(backend, small_model, model_id, keep=5):
-    return publish_model(backend.target, model_id=model_id, model_dir=small_model["model_dir"],
-                         matrix_dir=small_model["matrix_dir"], keep=keep, schema=backend.schema)
+    return publish_small_model(backend.target, small_model, model_id, keep=keep,
+                               schema=backend.schema)
 
 
 def _query(backend, name, **params):

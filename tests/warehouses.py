@@ -109,3 +109,16 @@ def hold_duckdb_lock(path: Path, seconds: float = 600) -> subprocess.Popen:
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
+
+
+def duckdb_snapshot(path: Path) -> dict:
+    """Every table of the ``factorflow`` schema in a DuckDB file (see :meth:`Backend.snapshot`)."""
+    return Backend("duckdb", path, "factorflow").snapshot()
+
+
+def publish_small_model(target: Any, small_model: dict, model_id: str = "m1", **kwargs: Any):
+    """Publish conftest's ``small_model`` as ``model_id`` into ``target`` (kwargs: publish_model's)."""
+    from factorflow.stages.publish import publish_model
+
+    return publish_model(target, model_id=model_id, model_dir=small_model["model_dir"],
+                         matrix_dir=small_model["matrix_dir"], **kwargs)

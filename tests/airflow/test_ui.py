@@ -20,24 +20,17 @@ TIMINGS = {"extract": {"seconds": 1.25, "peak_rss_mb": 312.4},
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, small_model):
-    from factorflow.stages.publish import publish_model
-    from tests.stack import AirflowStack
-    from tests.warehouses import postgres_skip_reason
+    from tests.stack import running_stack
+    from tests.warehouses import publish_small_model
 
-    if reason := postgres_skip_reason():
-        pytest.skip(reason)
     root = tmp_path_factory.mktemp("ui")
     warehouse = root / "warehouse.duckdb"
-    publish_model(warehouse, model_id="demo-run", model_dir=small_model["model_dir"],
-                  matrix_dir=small_model["matrix_dir"], candidates=[small_model["model_dir"]],
-                  run_info={"dag_id": "factorize_ratings", "dag_run_id": "demo-run",
-                            "timings": TIMINGS})
-    stack = AirflowStack(root / "airflow", env={"FACTORFLOW_WAREHOUSE": str(warehouse)})
-    try:
-        stack.start({}, api_server_only=True)
+    publish_small_model(warehouse, small_model, "demo-run", candidates=[small_model["model_dir"]],
+                        run_info={"dag_id": "factorize_ratings", "dag_run_id": "demo-run",
+                                  "timings": TIMINGS})
+    with running_stack(root / "airflow", {"FACTORFLOW_WAREHOUSE": str(warehouse)},
+                       api_server_only=True) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.mark.parametrize("path", PATHS)

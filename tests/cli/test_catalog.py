@@ -8,7 +8,7 @@ import json
 import pytest
 
 from factorflow.cli.catalog import list_runs
-from factorflow.stages.publish import publish_model
+from tests.warehouses import publish_small_model
 
 pytestmark = pytest.mark.integration
 
@@ -20,9 +20,8 @@ FIGURES = {"extract": {"seconds": 1.5, "peak_rss_mb": 310.2},
 
 
 def _publish(backend, small_model, model_id, timings):
-    publish_model(backend.target, model_id=model_id, model_dir=small_model["model_dir"],
-                  matrix_dir=small_model["matrix_dir"], schema=backend.schema,
-                  run_info={"dag_id": "factorize_ratings", "timings": timings})
+    publish_small_model(backend.target, small_model, model_id, schema=backend.schema,
+                        run_info={"dag_id": "factorize_ratings", "timings": timings})
 
 
 def _stages(backend, model_id):

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT, SMALL_DEMO
 from tests.dags.helpers import task_states
-from tests.warehouses import Backend
+from tests.warehouses import duckdb_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -46,10 +46,6 @@ def warehouse(tmp_path_factory):
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _snapshot(path: Path) -> dict:
-    return Backend("duckdb", path, "factorflow").snapshot()
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +139,7 @@ def test_bad_input_fails_at_validate_and_keeps_the_published_model(
     query, expectation = BAD_TABLES[case]
     with duckdb.connect(str(warehouse)) as con:
         con.execute(f"CREATE OR REPLACE TABLE raw.{case} AS {query}")
-    digest, before = _sha256(warehouse), _snapshot(warehouse)
+    digest, before = _sha256(warehouse), duckdb_snapshot(warehouse)
 
     dag_run = dag.test(run_conf={"warehouse": str(warehouse), "source_table": f"raw.{case}", **CONF})
 
@@ -155,7 +151,7 @@ def test_bad_input_fails_at_validate_and_keeps_the_published_model(
     assert "ratings validation failed" in report and expectation in report
     # the previously published model is byte-for-byte intact
     assert _sha256(warehouse) == digest
-    assert _snapshot(warehouse) == before
+    assert duckdb_snapshot(warehouse) == before
 
 
 def test_airflow_cli_runs_the_dag(tmp_path):

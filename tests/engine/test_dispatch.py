@@ -7,16 +7,9 @@ from factorflow.engine import FitResult, GibbsConfig, TrainConfig, fit
 from factorflow.engine.dispatch import gibbs_config
 from factorflow.engine.factors import predict
 from factorflow.engine.metrics import fit_baseline, predict_baseline, rmse
-from tests.helpers import synthetic
+from tests.helpers import SMALL, synthetic
 
 pytestmark = pytest.mark.unit
-
-SMALL = dict(n_users=60, n_items=50)
-
-
-@pytest.fixture(scope="module")
-def small_data():
-    return synthetic(n=1500, **SMALL)
 
 
 def test_the_default_engine_is_gibbs_and_beats_the_baseline():

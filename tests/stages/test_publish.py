@@ -13,6 +13,7 @@ import pytest
 from factorflow.stages.train import METRICS_FILE, MODEL_FILE
 from factorflow.stages.publish import publish_model
 from factorflow.warehouse import open_warehouse
+from tests.warehouses import publish_small_model
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +26,11 @@ def warehouse(tmp_path):
     return tmp_path / "wh.duckdb"
 
 
+RUN_INFO = {"dag_id": "d", "dag_run_id": "r", "params": {"rank": 8}}
+
+
 def _publish(target, small_model, model_id="m1", **kw):
-    return publish_model(target, model_id=model_id, model_dir=small_model["model_dir"],
-                         matrix_dir=small_model["matrix_dir"],
-                         run_info={"dag_id": "d", "dag_run_id": "r", "params": {"rank": 8}}, **kw)
+    return publish_small_model(target, small_model, model_id, run_info=RUN_INFO, **kw)
 
 
 def _on(backend, small_model, model_id="m1", **kw):

@@ -12,44 +12,40 @@ import time
 
 import pytest
 
-from factorflow.stages.publish import publish_model
 from factorflow.warehouse.base import WarehouseLockedError
-from tests.warehouses import TABLES, Backend, hold_duckdb_lock
+from tests.warehouses import (
+    TABLES,
+    Backend,
+    duckdb_snapshot,
+    hold_duckdb_lock,
+    publish_small_model,
+)
 
 pytestmark = pytest.mark.integration
 
 
-def _snapshot(path):
-    return Backend("duckdb", path, "factorflow").snapshot()
-
-
-def _publish(warehouse, small_model, model_id, **kw):
-    return publish_model(warehouse, model_id=model_id, model_dir=small_model["model_dir"],
-                         matrix_dir=small_model["matrix_dir"], **kw)
-
-
 def test_a_held_lock_fails_clearly_naming_the_holder(tmp_path, small_model):
     wh = tmp_path / "wh.duckdb"
-    _publish(wh, small_model, "m1")
-    before = _snapshot(wh)
+    publish_small_model(wh, small_model, "m1")
+    before = duckdb_snapshot(wh)
     holder = hold_duckdb_lock(wh, 30)
     try:
         started = time.monotonic()
         with pytest.raises(WarehouseLockedError, match=f"locked by another process.*PID {holder.pid}"):
-            _publish(wh, small_model, "m2", lock_timeout=1.5)
+            publish_small_model(wh, small_model, "m2", lock_timeout=1.5)
         assert time.monotonic() - started < 15  # bounded backoff
     finally:
         holder.kill()
         holder.wait()
-    assert _snapshot(wh) == before  # nothing half-written, file intact
+    assert duckdb_snapshot(wh) == before  # nothing half-written, file intact
 
 
 def test_publish_waits_out_a_short_lock(tmp_path, small_model):
     wh = tmp_path / "wh.duckdb"
-    _publish(wh, small_model, "m1")
+    publish_small_model(wh, small_model, "m1")
     holder = hold_duckdb_lock(wh, 1.0)  # releases after a second
     try:
-        _publish(wh, small_model, "m2", lock_timeout=30)
+        publish_small_model(wh, small_model, "m2", lock_timeout=30)
     finally:
         holder.wait()
     assert Backend("duckdb", wh, "factorflow").current() == ["m2"]
@@ -71,19 +67,19 @@ def _hold_pg_lock(backend, seconds=None):
 
 def test_postgres_a_held_lock_fails_clearly_naming_the_holder(postgres_backend, small_model):
     backend = postgres_backend
-    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    publish_small_model(backend.target, small_model, "m1", schema=backend.schema)
     before = backend.snapshot()
     holder = _hold_pg_lock(backend)
     try:
         started = time.monotonic()
         with pytest.raises(WarehouseLockedError, match=f"held by PID {holder.info.backend_pid} "):
-            _publish(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=1.5)
+            publish_small_model(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=1.5)
         assert time.monotonic() - started < 15
     finally:
         holder.close()
     assert backend.snapshot() == before
     _hold_pg_lock(backend, seconds=1.0)  # a short hold is waited out
-    _publish(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=30)
+    publish_small_model(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=30)
     assert backend.current() == ["m2"]
 
 
@@ -107,7 +103,7 @@ def _start_publisher(backend, small_model, model_id):
 
 @pytest.mark.parametrize("delay", [0.0, 0.3, 0.8, 1.5])
 def test_killing_the_publisher_leaves_old_or_new_never_a_mix(backend, small_model, delay):
-    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    publish_small_model(backend.target, small_model, "m1", schema=backend.schema)
     before = backend.snapshot()
     proc = _start_publisher(backend, small_model, "m2")
     assert proc.stdout.readline().strip() == "start"
@@ -131,7 +127,7 @@ def test_postgres_publisher_killed_inside_its_transaction_changes_nothing(postgr
                                                                           small_model):
     """Deterministic: SIGKILL once the publisher holds its transaction's lock."""
     backend = postgres_backend
-    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    publish_small_model(backend.target, small_model, "m1", schema=backend.schema)
     before = backend.snapshot()
     proc = _start_publisher(backend, small_model, "m2")
     held = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
@@ -156,11 +152,11 @@ def test_postgres_publish_does_not_wait_for_readers(postgres_backend, small_mode
     from tests.warehouses import PG_URI
 
     backend = postgres_backend
-    _publish(backend.target, small_model, "m1", schema=backend.schema)
+    publish_small_model(backend.target, small_model, "m1", schema=backend.schema)
     with psycopg.connect(PG_URI) as reader:  # a transaction that stays open
         reader.execute(f'SELECT count(*) FROM "{backend.schema}".current_predictions').fetchone()
         reader.execute(f'SELECT * FROM "{backend.schema}".current_model').fetchall()
-        _publish(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=3)
+        publish_small_model(backend.target, small_model, "m2", schema=backend.schema, lock_timeout=3)
         # the reader's snapshot-independent view of the pointer moves on after commit
         assert backend.current() == ["m2"]
         reader.rollback()

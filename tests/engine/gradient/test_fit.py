@@ -10,17 +10,11 @@ from factorflow.engine.losses import InvalidLossError, masked_squared_error, squ
 from factorflow.engine.triplets import Triplets
 from factorflow.engine import FactorParams, FitResult, TrainConfig, TrainingDivergedError, fit
 from factorflow.engine.factors import init_params, predict
-from tests.helpers import synthetic
+from tests.helpers import SMALL, synthetic
 
 pytestmark = pytest.mark.unit
 
 CUSTOM = "tests.custom_losses:weighted_squared"
-SMALL = dict(n_users=60, n_items=50)
-
-
-@pytest.fixture(scope="module")
-def small_data():
-    return synthetic(n=1500, **SMALL)
 
 
 def small_fit(data, on_epoch=None, **config):

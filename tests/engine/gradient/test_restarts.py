@@ -17,11 +17,10 @@ from factorflow.engine.gradient.restarts import (
     take_restart,
 )
 from factorflow.engine import TrainConfig, fit
-from tests.helpers import synthetic
+from tests.helpers import SMALL, synthetic
 
 pytestmark = pytest.mark.unit
 
-SMALL = dict(n_users=60, n_items=50)
 SPEC = UpdateSpec("adam", "constant", 0.01, 1, 1024, squared_error, l2_penalty, True, False)
 HYPER = Hyper(jnp.float32(0.05), jnp.float32(0.05), jnp.float32(10.0))
 SHAPE = dict(n_users=6, n_items=5, rank=3, scale=0.1)
@@ -89,11 +88,6 @@ class TestBatchedEpoch:
         size = batched_epoch._cache_size()
         batched_epoch(params, opt_state, keys, np.int32(2), data, data, HYPER, spec=SPEC)
         assert batched_epoch._cache_size() == size
-
-
-@pytest.fixture(scope="module")
-def small_data():
-    return synthetic(n=1500, **SMALL)
 
 
 class TestFitWithRestarts:

@@ -1,5 +1,6 @@
-"""tune_factorization: train a grid (or a random sample) of candidates from one built
-matrix, record every candidate in ``model_runs``, publish only the best.
+"""tune_factorization: train many candidates on one built matrix, publish only the best.
+
+A grid (or a random sample) of candidates; every candidate is recorded in ``model_runs``.
 
 Wiring only. ``train`` is mapped over the candidates (dynamic task mapping,
 ``expand``) and runs on the GPU queue; ``pick`` chooses the lowest validation

@@ -1,5 +1,6 @@
-"""Scoring in bounded memory: one working-set budget, the chunk sizes it gives,
-and the error a step raises when memory runs out anyway.
+"""Scoring in bounded memory: one working-set budget, its chunk sizes, and the out-of-memory error.
+
+The error is what a step raises when memory runs out anyway.
 
 Scoring a model gathers rows of its factors: ``n`` ratings of a width-``w``
 model touch ``n * w`` numbers, ``b`` users against every item build a

@@ -35,7 +35,8 @@ CONTAINER_MOUNTS = {"/opt/airflow/dags": "./dags", "/opt/airflow/plugins": "./pl
                     "/opt/airflow/include": "./include", "/opt/airflow/data": "warehouse"}
 # Keys a service may set differently from the x-airflow-common environment.
 ENV_OVERRIDES = {
-    "airflow-init": {"_AIRFLOW_DB_MIGRATE", "_FACTORFLOW_ADMIN_USERNAME", "_FACTORFLOW_ADMIN_PASSWORD"},
+    "airflow-init": {"_AIRFLOW_DB_MIGRATE", "_FACTORFLOW_ADMIN_USERNAME", "_FACTORFLOW_ADMIN_PASSWORD",
+                     "_FACTORFLOW_JWT_SECRET", "_FACTORFLOW_API_SECRET_KEY", "_FACTORFLOW_FERNET_KEY"},
     CPU_WORKER: {"DUMB_INIT_SETSID"},
     GPU_WORKER: {"DUMB_INIT_SETSID", "AIRFLOW__CELERY__WORKER_CONCURRENCY", "JAX_PLATFORMS",
                  "XLA_PYTHON_CLIENT_PREALLOCATE"},
@@ -170,8 +171,9 @@ def test_common_env_runs_celery_on_postgres_and_redis(common):
     assert "@postgres" in env["AIRFLOW__CELERY__RESULT_BACKEND"]
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://airflow-apiserver:8080/")
-    # Components in different containers must agree on the token-signing secret.
-    assert env["AIRFLOW__API_AUTH__JWT_SECRET"]
+    # Components in different containers must agree on the token-signing secret
+    # (tests/test_deployment_secrets.py: one file, read by every container).
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET_CMD"]
 
 
 def test_common_env_points_factorflow_at_the_mounts(common):

@@ -116,3 +116,28 @@ class TestDeterministic:
         for exc in (diverged, refused):
             assert classify(exc) == "deterministic"
             assert str(no_retry(exc)) == str(exc)
+
+    def test_a_damaged_artifact_and_a_warehouse_that_is_not_duckdb(self, tmp_path):
+        """Real errors: a half .npz from the build, and a text file given as the warehouse
+        (DuckDB's own error for it is an IOException, which alone would be retried)."""
+        import duckdb
+        import numpy as np
+
+        from factorflow.engine.triplets import ArtifactError, Triplets
+        from factorflow.warehouse.base import WarehouseFileError
+        from factorflow.warehouse.duckdb import DuckDBWarehouse
+
+        path = tmp_path / "train.npz"
+        Triplets(np.arange(9, dtype=np.int32), np.arange(9, dtype=np.int32),
+                 np.ones(9, np.float32)).save(path)
+        path.write_bytes(path.read_bytes()[:200])
+        artifact = _raised(Triplets.load, path)
+        text = tmp_path / "warehouse.duckdb"
+        text.write_text("not a database\n")
+        warehouse = _raised(DuckDBWarehouse(text).connect_for_write, timeout=0.3)
+        assert isinstance(artifact, ArtifactError) and isinstance(warehouse, WarehouseFileError)
+        assert classify(_raised(duckdb.connect, str(text))) == "transient"  # what we replace
+        for exc in (artifact, warehouse):
+            assert classify(exc) == "deterministic"
+            assert str(no_retry(exc)) == str(exc)
+        assert str(artifact) == f"{path} is not a readable .npz (truncated?): write it again"

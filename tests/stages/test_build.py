@@ -127,3 +127,106 @@ class TestBoundedBuild:
         path = _write(tmp_path, ids["user_id"], ids["item_id"], [1.0, 2.0, 3.0])
         with pytest.raises(ValueError, match=f"null {column} in .*validate"):
             build_matrices(path, tmp_path / "m")
+
+
+def damage(path, how: str) -> None:
+    """Truncate ``path`` to half its bytes, or fill it with garbage of the same length."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "half" else b"\x00garbage\xff" * max(
+        1, len(data) // 9))
+
+
+def copy_matrix(small_model, tmp_path):
+    """A private copy of the session's matrix directory, free to damage."""
+    import shutil
+
+    return shutil.copytree(small_model["matrix_dir"], tmp_path / "matrix")
+
+
+class TestDamagedArtifacts:
+    """A truncated or garbage artifact: one error naming it and the task to clear, never retried."""
+
+    @pytest.mark.parametrize("how", ["half", "garbage"])
+    def test_a_damaged_ratings_file_names_the_extract_task(self, small_ratings_parquet, tmp_path,
+                                                           how):
+        from factorflow.airflow.failures import classify
+        from factorflow.engine.triplets import ArtifactError
+
+        path = tmp_path / "ratings.parquet"
+        path.write_bytes(small_ratings_parquet.read_bytes())
+        damage(path, how)
+        with pytest.raises(ArtifactError) as info:
+            build_matrices(path, tmp_path / "m")
+        assert str(info.value) == (f"{path} is not a readable Parquet file (truncated?): "
+                                   "clear the `extract` task to write it again")
+        assert classify(info.value) == "deterministic"
+        assert not (tmp_path / "m" / "matrix.json").exists()
+
+    @pytest.mark.parametrize("how", ["half", "garbage"])
+    @pytest.mark.parametrize("name, kind", [("train.npz", ".npz"), ("valid.npz", ".npz"),
+                                            ("users.parquet", "Parquet file"),
+                                            ("items.parquet", "Parquet file"),
+                                            ("matrix.json", "JSON file")])
+    def test_each_damaged_matrix_file_names_the_build_task(self, small_model, tmp_path, name,
+                                                           kind, how):
+        from factorflow.engine.triplets import ArtifactError
+
+        matrix = copy_matrix(small_model, tmp_path)
+        damage(matrix / name, how)
+        with pytest.raises(ArtifactError) as info:
+            load_matrices(matrix)
+        assert str(info.value) == (f"{matrix / name} is not a readable {kind} (truncated?): "
+                                   "clear the `build` task to write it again")
+
+    def test_a_missing_array_is_named(self, small_model, tmp_path):
+        from factorflow.engine.triplets import ArtifactError
+
+        matrix = copy_matrix(small_model, tmp_path)
+        np.savez(matrix / "train.npz", users=np.zeros(3, np.int32))
+        with pytest.raises(ArtifactError, match=r"train.npz lacks the arrays \['items', "
+                                                r"'ratings'\]: clear the `build` task"):
+            load_matrices(matrix)
+
+
+class TestAtomicWrites:
+    def test_a_killed_attempts_temp_files_are_replaced_not_read(self, small_ratings_parquet,
+                                                                tmp_path):
+        out = tmp_path / "m"
+        out.mkdir()
+        for name in ("train.npz", "valid.npz", "users.parquet", "items.parquet", "matrix.json"):
+            (out / f"{name}.tmp").write_bytes(b"half of a killed attempt's file")
+        build_matrices(small_ratings_parquet, out, seed=3)
+        assert sorted(p.name for p in out.iterdir()) == [
+            "items.parquet", "matrix.json", "train.npz", "users.parquet", "valid.npz"]
+        reference = build_matrices(small_ratings_parquet, tmp_path / "clean", seed=3)
+        got, want = load_matrices(out), load_matrices(tmp_path / "clean")
+        assert got.summary["n_train"] == reference["n_train"]
+        for x, y in zip(got.train, want.train):
+            np.testing.assert_array_equal(x, y)
+
+    def test_a_writer_killed_mid_file_leaves_the_previous_file_whole(self, tmp_path):
+        """A real process killed while writing: the final name keeps the complete old file."""
+        import signal
+        import subprocess
+        import sys
+
+        from factorflow.engine.triplets import Triplets
+
+        path = tmp_path / "train.npz"
+        old = Triplets(np.arange(5, dtype=np.int32), np.arange(5, dtype=np.int32),
+                       np.ones(5, np.float32))
+        old.save(path)
+        code = ("import sys; from factorflow.engine.triplets import replacing\n"
+                "with replacing(sys.argv[1]) as tmp:\n"
+                "    tmp.write_bytes(b'PK half an archive')\n"
+                "    print('writing', flush=True); sys.stdin.read()\n")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "writing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert (tmp_path / "train.npz.tmp").exists()  # the killed try's leftover
+        for got, want in zip(Triplets.load(path), old):
+            np.testing.assert_array_equal(got, want)
+        Triplets(*(a[:2] for a in old)).save(path)  # the next try
+        assert len(Triplets.load(path)) == 2 and not (tmp_path / "train.npz.tmp").exists()

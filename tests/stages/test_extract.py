@@ -102,3 +102,13 @@ def test_an_unreachable_postgres_is_one_clear_line(tmp_path):
     with pytest.raises(WarehouseUnavailableError, match=r"cannot connect to the PostgreSQL "
                        r"warehouse postgresql://nobody:\*\*\*@127.0.0.1:1/none"):
         extract_ratings("postgresql://nobody:secret@127.0.0.1:1/none", "raw.ratings", tmp_path)
+
+
+def test_a_killed_attempts_temp_file_is_replaced(small_warehouse, tmp_path):
+    """A leftover ``ratings.parquet.tmp`` (a try killed mid-write) is overwritten, never read."""
+    import pyarrow.parquet as pq
+
+    (tmp_path / "ratings.parquet.tmp").write_bytes(b"PAR1 half of a killed try's file")
+    out = extract_ratings(small_warehouse, "raw.ratings", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ratings.parquet"]
+    assert pq.read_metadata(out["path"]).num_rows == out["n_rows"] > 0

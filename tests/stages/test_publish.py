@@ -13,7 +13,7 @@ import pytest
 from factorflow.stages.train import METRICS_FILE, MODEL_FILE
 from factorflow.stages.publish import publish_model
 from factorflow.warehouse import open_warehouse
-from tests.warehouses import publish_small_model
+from tests.warehouses import duckdb_snapshot, publish_small_model
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +209,27 @@ def test_records_loss_and_optimizer_and_migrates_older_tables(warehouse, small_m
                            "ORDER BY model_id").fetchall()
     config = json.loads((small_model["model_dir"] / METRICS_FILE).read_text())["config"]
     assert rows == [("m1", str(config["loss"]), config["optimizer"]), ("old", None, None)]
+
+
+@pytest.mark.parametrize("how", ["half", "garbage"])
+@pytest.mark.parametrize("name, kind, task", [
+    ("model.npz", ".npz", "train"), ("recommendations.npz", ".npz", "train"),
+    ("metrics.json", "JSON file", "train"), ("train.npz", ".npz", "build"),
+    ("users.parquet", "Parquet file", "build"), ("matrix.json", "JSON file", "build")])
+def test_a_damaged_artifact_names_its_task_and_publishes_nothing(small_model, warehouse,
+                                                                  tmp_path, name, kind, task,
+                                                                  how):
+    from factorflow.engine.triplets import ArtifactError
+    from tests.stages.test_build import damage
+
+    _publish(warehouse, small_model, "m1")
+    before = duckdb_snapshot(warehouse)
+    copy = {"model_dir": shutil.copytree(small_model["model_dir"], tmp_path / "model"),
+            "matrix_dir": shutil.copytree(small_model["matrix_dir"], tmp_path / "matrix")}
+    path = copy["model_dir" if task == "train" else "matrix_dir"] / name
+    damage(path, how)
+    with pytest.raises(ArtifactError) as info:
+        _publish(warehouse, copy, "m2")
+    assert str(info.value) == (f"{path} is not a readable {kind} (truncated?): "
+                               f"clear the `{task}` task to write it again")
+    assert duckdb_snapshot(warehouse) == before

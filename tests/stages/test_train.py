@@ -116,3 +116,26 @@ def test_sql_pair_score_is_clipped_to_the_runs_scale(backend, small_model):
     np.testing.assert_allclose(scores("scaled", {"rating_min": float(lo), "rating_max": float(hi)}),
                                np.clip(raw, lo, hi), atol=1e-4)
     np.testing.assert_allclose(scores("no-scale", {}), raw, atol=1e-4)  # nothing to clip to
+
+
+@pytest.mark.parametrize("how", ["half", "garbage"])
+def test_a_damaged_build_artifact_names_the_build_task(small_model, tmp_path, how):
+    """The train task reads a truncated or garbage train.npz: one line, not retried, nothing written."""
+    from factorflow.airflow.failures import classify
+    from factorflow.engine.triplets import ArtifactError
+    from tests.stages.test_build import copy_matrix, damage
+
+    matrix = copy_matrix(small_model, tmp_path)
+    damage(matrix / "train.npz", how)
+    with pytest.raises(ArtifactError) as info:
+        train_factors(matrix, tmp_path / "model", rank=4, epochs=2)
+    assert str(info.value) == (f"{matrix / 'train.npz'} is not a readable .npz (truncated?): "
+                               "clear the `build` task to write it again")
+    assert classify(info.value) == "deterministic"
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_model_directory_holds_no_temporary_files(small_model):
+    names = sorted(p.name for p in small_model["model_dir"].iterdir())
+    assert not [n for n in names if n.endswith(".tmp")], names
+    assert {MODEL_FILE, METRICS_FILE, RECOMMENDATIONS_FILE} <= set(names)

@@ -85,42 +85,69 @@ def test_postgres_a_held_lock_fails_clearly_naming_the_holder(postgres_backend, 
 
 KILL_CODE = """
 import sys
+from contextlib import contextmanager
 from factorflow.stages.publish import publish_model
+from factorflow.warehouse import open_warehouse
+
+target, model_id, model_dir, matrix_dir, schema, pause_at, keep = sys.argv[1:8]
+
+
+def pause(where):
+    if where == pause_at:  # tell the test, then wait inside the open transaction for SIGKILL
+        print("paused", flush=True)
+        sys.stdin.read()
+
+
+class Paused(type(open_warehouse(target))):
+    # the real back end, its publish stopping at one point inside its transaction
+    def _insert(self, cur, sql, model_id, rows):
+        super()._insert(cur, sql, model_id, rows)
+        pause("first insert")
+
+    @contextmanager
+    def _publish_session(self, schema, lock_timeout):
+        with super()._publish_session(schema, lock_timeout) as cur:
+            yield cur
+            pause("before commit")  # every statement run, old model deleted, not committed
+
+
 print("start", flush=True)
-publish_model(sys.argv[1], model_id=sys.argv[2], model_dir=sys.argv[3], matrix_dir=sys.argv[4],
-              schema=sys.argv[5])
+publish_model(Paused(target), model_id=model_id, model_dir=model_dir, matrix_dir=matrix_dir,
+              schema=schema, keep=int(keep))
 print("done", flush=True)
 """
 
 
-def _start_publisher(backend, small_model, model_id):
-    """A separate process publishing ``model_id``; it prints "start" first."""
+def _start_publisher(backend, small_model, model_id, pause_at="", keep=5):
+    """A separate process publishing ``model_id``; it prints "start" first, then "paused"
+    when it reaches ``pause_at`` ("first insert" or "before commit") and waits there."""
     return subprocess.Popen([sys.executable, "-c", KILL_CODE, str(backend.target), model_id,
                              str(small_model["model_dir"]), str(small_model["matrix_dir"]),
-                             backend.schema],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ})
+                             backend.schema, pause_at, str(keep)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ})
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.3, 0.8, 1.5])
-def test_killing_the_publisher_leaves_old_or_new_never_a_mix(backend, small_model, delay):
+@pytest.mark.parametrize("pause_at", ["first insert", "before commit"])
+def test_a_publisher_killed_inside_its_transaction_leaves_the_old_model(backend, small_model,
+                                                                         pause_at):
+    """Deterministic on both back ends: SIGKILL while the transaction is open (with keep=1,
+    so the uncommitted transaction has already deleted the old model), then the retry."""
     publish_small_model(backend.target, small_model, "m1", schema=backend.schema)
     before = backend.snapshot()
-    proc = _start_publisher(backend, small_model, "m2")
-    assert proc.stdout.readline().strip() == "start"
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    after = backend.snapshot()  # DuckDB: the WAL replays or is discarded; Postgres: aborted
-    ids = {r[0] for r in after["model_runs"]}
-    if ids == {"m1"}:
-        assert after == before, "a killed publish changed the previous model's rows"
-    else:
-        assert ids == {"m1", "m2"}
-        for table in TABLES:  # m1 exactly as before, m2 complete
-            assert [r for r in after[table] if r[0] == "m1"] == before[table]
-        assert sum(1 for r in after["user_factors"] if r[0] == "m2") == len(before["user_factors"])
-    (current,) = backend.current()
-    assert current in ids
+    proc = _start_publisher(backend, small_model, "m2", pause_at, keep=1)
+    try:
+        assert proc.stdout.readline().strip() == "start"
+        assert proc.stdout.readline().strip() == "paused", "the publisher never paused"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert backend.snapshot() == before  # DuckDB: the uncommitted WAL is discarded
+    assert backend.current() == ["m1"]
+    publish_small_model(backend.target, small_model, "m2", schema=backend.schema, keep=1)
+    assert backend.current() == ["m2"]  # the retry completes
+    assert {r[0] for r in backend.snapshot()["model_runs"]} == {"m2"}
 
 
 def test_postgres_publisher_killed_inside_its_transaction_changes_nothing(postgres_backend,

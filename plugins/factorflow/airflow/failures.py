@@ -1,7 +1,9 @@
 """Which task failures Airflow retries: only those another try can fix.
 
 A stage that fails deterministically (bad data, a setting the engine refuses, a
-diverging loss) or runs out of memory fails the same way with the same inputs,
+diverging loss, a truncated or garbage artifact from the task before, a warehouse
+file that is not a database DuckDB can open) or runs out of memory fails the same
+way with the same inputs,
 so retrying only delays the report; such a failure becomes an
 ``AirflowFailException`` (no retries) whose message says what was wrong and,
 for memory, what to change. Lock timeouts and lost connections may clear, so
@@ -46,7 +48,10 @@ def classify(exc: BaseException) -> str:
     ``WarehouseLockedError``. memory: ``MemoryError``, a class named
     OutOfMemoryError/OutOfMemoryException, or XLA's ``RESOURCE_EXHAUSTED``,
     anywhere in the chain. deterministic: ``ValueError`` and its subclasses
-    (``RatingsValidationError``, ``TrainingDivergedError``, refused settings).
+    (``RatingsValidationError``, ``TrainingDivergedError``, refused settings,
+    ``ArtifactError``: a damaged file between tasks, whose message names the task
+    to clear; ``WarehouseFileError``: the warehouse path is not a DuckDB database
+    this DuckDB opens), even when raised from a DuckDB ``IOException``.
     """
     if isinstance(exc, OSError) or _names(exc) & TRANSIENT:
         return "transient"

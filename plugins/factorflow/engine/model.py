@@ -29,7 +29,7 @@ from factorflow.engine.config import TrainConfig
 from factorflow.engine.factors import FactorParams, predict
 from factorflow.engine.memory import ratings_per_chunk, spans, users_per_batch
 from factorflow.engine.results import FitResult
-from factorflow.engine.triplets import Triplets
+from factorflow.engine.triplets import ArtifactError, Triplets, load_npz, reading, save_npz
 
 FORMAT_VERSION = 1
 _FIELDS = FactorParams._fields
@@ -256,10 +256,11 @@ class FactorModel:
 
     def save(self, path: str | Path) -> None:
         """Write the parameters, a format version and the training settings
-        (JSON text, when known) to an ``.npz`` file."""
+        (JSON text, when known) to an ``.npz`` file, atomically (a temporary
+        file beside it, renamed over it when complete)."""
         extras = {} if self.config is None else {
             "config_json": np.array(json.dumps(self.config, sort_keys=True, default=str))}
-        np.savez(
+        save_npz(
             path,
             format_version=np.int32(FORMAT_VERSION),
             **{name: value for name, value in zip(_FIELDS, self.params)},
@@ -268,15 +269,20 @@ class FactorModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "FactorModel":
-        """Read a model written by :meth:`save` (no pickling involved)."""
-        with np.load(path, allow_pickle=False) as data:
-            version = int(data["format_version"]) if "format_version" in data else None
-            if version != FORMAT_VERSION:
-                raise ValueError(
-                    f"{path}: model format version {version}, this code reads {FORMAT_VERSION}"
-                )
-            missing = [name for name in _FIELDS if name not in data]
-            if missing:
-                raise ValueError(f"{path}: missing arrays {missing}")
+        """Read a model written by :meth:`save` (no pickling involved).
+
+        Raises:
+            ArtifactError: the file is not a readable ``.npz``, is of another
+                format version, or lacks a parameter array.
+        """
+        data = load_npz(path, ())
+        version = int(data["format_version"]) if "format_version" in data else None
+        if version != FORMAT_VERSION:
+            raise ArtifactError(path, f"is model format version {version}; this code reads "
+                                f"{FORMAT_VERSION}")
+        missing = [name for name in _FIELDS if name not in data]
+        if missing:
+            raise ArtifactError(path, f"lacks the arrays {missing}")
+        with reading(path):
             config = json.loads(str(data["config_json"])) if "config_json" in data else None
-            return cls(FactorParams(*(data[name] for name in _FIELDS)), config=config)
+        return cls(FactorParams(*(data[name] for name in _FIELDS)), config=config)

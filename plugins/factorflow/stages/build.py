@@ -3,6 +3,11 @@
 Original ids (integers or strings such as UUIDs) are mapped to contiguous
 ``int32`` indices; the maps are kept as Parquet so that published tables carry
 the ids exactly as the warehouse gave them.
+
+Every artifact is written to a temporary file and renamed into place, and
+``matrix.json`` last: a killed try leaves no half file for the next task.
+Reading one back that is truncated or garbage raises an
+:class:`~factorflow.engine.triplets.ArtifactError` naming it and the task to clear.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 
 from factorflow.stages.progress import Progress
 from factorflow.engine.split import MIN_USER_RATINGS, split_mask
-from factorflow.engine.triplets import Triplets
+from factorflow.engine.triplets import Triplets, reading, replacing
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +70,7 @@ def build_matrices(
         A small JSON-safe summary: counts and artifact paths.
 
     Raises:
+        ArtifactError: ``ratings_path`` is not a readable Parquet file (clear ``extract``).
         ValueError: a setting is out of range, the file has no ratings, or an
             id is null (the validate stage reports those).
     """
@@ -74,6 +80,7 @@ def build_matrices(
         raise ValueError(f"min_user_ratings must be >= 2, got {min_user_ratings}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _check_ratings_file(ratings_path)
 
     user_ids, item_ids = _id_maps(ratings_path)
     _write_ids(user_ids, "user_index", out / USERS_FILE)
@@ -101,8 +108,22 @@ def build_matrices(
         "seed": seed,
         "valid_fraction": valid_fraction,
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    with replacing(out / SUMMARY_FILE) as tmp:  # last: the matrix is complete
+        tmp.write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _check_ratings_file(ratings_path: str | Path) -> None:
+    """Fail with an ``ArtifactError`` naming the file when its Parquet footer and
+    rating columns cannot be read (a truncated or overwritten extract)."""
+    import pyarrow.parquet as pq
+
+    with reading(ratings_path, task="extract"):
+        names = pq.read_metadata(ratings_path).schema.to_arrow_schema().names
+    missing = [c for c in ("user_id", "item_id", "rating") if c not in names]
+    if missing:
+        raise ValueError(f"{ratings_path} has no column(s) {missing}: run the validate stage, "
+                         "which names what the source lacks")
 
 
 def _id_maps(ratings_path: str | Path) -> tuple[Any, Any]:
@@ -127,7 +148,8 @@ def _write_ids(ids: Any, index_name: str, path: Path) -> None:
     import polars as pl
 
     index = pl.int_range(pl.len(), dtype=pl.Int32).alias(index_name)
-    ids.to_frame().select(index, ids.name).write_parquet(path)
+    with replacing(path) as tmp:
+        ids.to_frame().select(index, ids.name).write_parquet(tmp)
 
 
 def _encode(ratings_path: str | Path, user_ids: Any, item_ids: Any,
@@ -200,15 +222,44 @@ class MatrixArtifacts(NamedTuple):
     summary: dict[str, Any]
 
 
-def load_matrices(matrix_dir: str | Path) -> MatrixArtifacts:
-    """Read back the artifacts of :func:`build_matrices`."""
+def read_summary(matrix_dir: str | Path) -> dict[str, Any]:
+    """``matrix.json``: the counts of :func:`build_matrices`.
+
+    Raises:
+        ArtifactError: it is not a readable JSON object (clear ``build``).
+    """
+    path = Path(matrix_dir) / SUMMARY_FILE
+    with reading(path, task="build"):
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict) or "n_users" not in summary:
+            raise ValueError("not the build's summary")
+    return summary
+
+
+def read_ids(path: str | Path, column: str) -> Any:
+    """The ``column`` (``user_id`` or ``item_id``) of an id map, as a polars Series.
+
+    Raises:
+        ArtifactError: the file is not a readable id map (clear ``build``).
+    """
     import polars as pl
 
+    with reading(path, task="build"):
+        return pl.read_parquet(path, columns=[column])[column]
+
+
+def load_matrices(matrix_dir: str | Path) -> MatrixArtifacts:
+    """Read back the artifacts of :func:`build_matrices`.
+
+    Raises:
+        ArtifactError: one of them is truncated or garbage; the message names
+            it and says to clear the ``build`` task.
+    """
     d = Path(matrix_dir)
-    return MatrixArtifacts(
-        train=Triplets.load(d / TRAIN_FILE),
-        valid=Triplets.load(d / VALID_FILE),
-        user_ids=pl.read_parquet(d / USERS_FILE)["user_id"],
-        item_ids=pl.read_parquet(d / ITEMS_FILE)["item_id"],
-        summary=json.loads((d / SUMMARY_FILE).read_text()),
-    )
+    summary = read_summary(d)
+    with reading(d / TRAIN_FILE, task="build"):
+        train = Triplets.load(d / TRAIN_FILE)
+    with reading(d / VALID_FILE, task="build"):
+        valid = Triplets.load(d / VALID_FILE)
+    return MatrixArtifacts(train=train, valid=valid, user_ids=read_ids(d / USERS_FILE, "user_id"),
+                           item_ids=read_ids(d / ITEMS_FILE, "item_id"), summary=summary)

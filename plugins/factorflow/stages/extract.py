@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from factorflow.engine.triplets import replacing
 from factorflow.warehouse import open_warehouse
 from factorflow.warehouse.duckdb import copy_ratings
 
@@ -55,15 +56,16 @@ def extract_ratings(warehouse: Any, source_table: str, out_dir: str | Path) -> d
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RATINGS_FILE
-    tmp = path.with_suffix(".parquet.tmp")
     reader = file_reader(source_table)
-    if reader is None:
-        open_warehouse(warehouse).extract_ratings(source_table, tmp)
-    elif not glob.glob(source_table):
+    if reader is not None and not glob.glob(source_table):
         raise FileNotFoundError(f"source file not found: {source_table}")
-    else:
-        copy_ratings(":memory:", f"{reader}($path)", tmp, params={"path": source_table})
-    meta = pq.read_metadata(tmp)  # the footer alone: rows and columns, no scan
+    # written beside the artifact and renamed over it: readers, and the next try of
+    # a killed one, never see a half-written file
+    with replacing(path) as tmp:
+        if reader is None:
+            open_warehouse(warehouse).extract_ratings(source_table, tmp)
+        else:
+            copy_ratings(":memory:", f"{reader}($path)", tmp, params={"path": source_table})
+        meta = pq.read_metadata(tmp)  # the footer alone: rows and columns, no scan
     n_rows, columns = meta.num_rows, meta.schema.to_arrow_schema().names
-    tmp.replace(path)  # readers never see a half-written artifact
     return {"path": str(path), "n_rows": int(n_rows), "columns": columns}

@@ -97,9 +97,10 @@ def _item_statistics(train_path: Path, n_items: int) -> tuple[Any, Any]:
     """
     import pyarrow as pa
 
-    from factorflow.engine.triplets import Triplets
+    from factorflow.engine.triplets import Triplets, reading
 
-    train = Triplets.load(train_path)
+    with reading(train_path, task="build"):
+        train = Triplets.load(train_path)
     counts = np.bincount(train.items, minlength=n_items)
     sums = np.bincount(train.items, weights=train.ratings.astype(np.float64), minlength=n_items)
     means = np.divide(sums, counts, out=np.zeros(n_items), where=counts > 0)
@@ -143,11 +144,14 @@ def stage_figures(timings: Mapping[str, Any]) -> dict[str, str]:
 def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
              model_dir: Path, candidate_of: str | None = None) -> tuple[dict[str, Any], dict]:
     """The ``model_runs`` row of one trained model, and its metrics."""
+    from factorflow.engine.triplets import reading
     from factorflow.stages.train import METRICS_FILE, MODEL_FILE
 
-    metrics = json.loads((model_dir / METRICS_FILE).read_text())
-    with np.load(model_dir / MODEL_FILE, allow_pickle=False) as m:
-        global_mean = float(m["mean"])
+    with reading(model_dir / METRICS_FILE, task="train"):
+        metrics = json.loads((model_dir / METRICS_FILE).read_text())
+        if not isinstance(metrics, dict):
+            raise ValueError("not the train stage's metrics")
+    global_mean = float(_train_arrays(model_dir / MODEL_FILE, ("mean",))["mean"])
     config = metrics.get("config", {})
     params = dict(info.get("params", {}))
     if candidate_of is not None:  # a candidate's params: the run's, with its own settings
@@ -173,6 +177,25 @@ def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
     }, metrics
 
 
+def _train_arrays(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays of a train-stage ``.npz`` (no JAX needed), or an ``ArtifactError``
+    naming the file and the ``train`` task."""
+    from factorflow.engine.triplets import load_npz, reading
+
+    with reading(path, task="train"):
+        return load_npz(path, required)
+
+
+def _id_column(path: Path, column: str) -> Any:
+    """The Arrow ``column`` of a build-stage id map, or an ``ArtifactError`` naming the file."""
+    import pyarrow.parquet as pq
+
+    from factorflow.engine.triplets import reading
+
+    with reading(path, task="build"):
+        return pq.read_table(path, columns=[column])[column].combine_chunks()
+
+
 def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
                 run_info: Mapping[str, Any] | None = None,
                 candidates: Sequence[str | Path] = ()) -> StagedModel:
@@ -190,30 +213,31 @@ def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
             (the published one included), recorded as ``<model_id>/candidate-<k>``.
 
     Raises:
+        ArtifactError: an artifact is truncated or garbage; the message names it
+            and the task (``build`` or ``train``) to clear.
         ValueError: the factors hold NaN or infinity (never published), or the
             ids are neither integers nor strings.
     """
-    import pyarrow.parquet as pq
-
-    from factorflow.stages.build import ITEMS_FILE, SUMMARY_FILE, TRAIN_FILE, USERS_FILE
+    from factorflow.stages.build import ITEMS_FILE, TRAIN_FILE, USERS_FILE, read_summary
     from factorflow.stages.train import MODEL_FILE, RECOMMENDATIONS_FILE
 
     model_dir, matrix_dir = Path(model_dir), Path(matrix_dir)
     info = dict(run_info or {})
-    counts = json.loads((matrix_dir / SUMMARY_FILE).read_text())
+    counts = read_summary(matrix_dir)
     run, metrics = _run_row(model_id, info, counts, model_dir)
     candidate_runs = tuple(_run_row(f"{model_id}/candidate-{k}", info, counts, Path(d),
                                     candidate_of=model_id)[0] for k, d in enumerate(candidates))
-    user_ids = pq.read_table(matrix_dir / USERS_FILE)["user_id"].combine_chunks()
-    item_ids = pq.read_table(matrix_dir / ITEMS_FILE)["item_id"].combine_chunks()
-    with np.load(model_dir / MODEL_FILE, allow_pickle=False) as m:
-        users = _factor_table(user_ids, m["user_bias"], m["user_factors"])
-        items = _factor_table(item_ids, m["item_bias"], m["item_factors"])
+    user_ids, item_ids = (_id_column(matrix_dir / file, column) for file, column in
+                          ((USERS_FILE, "user_id"), (ITEMS_FILE, "item_id")))
+    m = _train_arrays(model_dir / MODEL_FILE, ("user_bias", "user_factors", "item_bias",
+                                               "item_factors"))
+    users = _factor_table(user_ids, m["user_bias"], m["user_factors"])
+    items = _factor_table(item_ids, m["item_bias"], m["item_factors"])
     for name, column in zip(("n_ratings", "mean_rating"),
                             _item_statistics(matrix_dir / TRAIN_FILE, items.num_rows)):
         items = items.append_column(name, column)
-    with np.load(model_dir / RECOMMENDATIONS_FILE, allow_pickle=False) as rec:
-        predictions = _prediction_table(user_ids, item_ids, rec["items"], rec["scores"])
+    rec = _train_arrays(model_dir / RECOMMENDATIONS_FILE, ("items", "scores"))
+    predictions = _prediction_table(user_ids, item_ids, rec["items"], rec["scores"])
     for name, table in (("user", users), ("item", items)):
         values = table["factors"].combine_chunks().flatten().to_numpy()
         if not (np.isfinite(values).all() and np.isfinite(table["bias"].to_numpy()).all()):

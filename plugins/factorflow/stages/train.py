@@ -6,6 +6,9 @@ after the fit scores in chunks (:mod:`factorflow.engine.memory`): the stage need
 ratings, the model and a fixed working set, never ratings x factor width or
 users x items. A step that runs out of memory anyway raises
 :class:`factorflow.engine.memory.OutOfMemoryError`, naming the step and what to change.
+
+Each artifact is written to a temporary file and renamed into place,
+``metrics.json`` last, so the publish task never reads a killed try's half file.
 """
 
 from __future__ import annotations
@@ -135,6 +138,8 @@ def train_factors(
     Raises:
         factorflow.engine.memory.OutOfMemoryError: a step ran out of memory (which
             one, and what to change, in the message).
+        factorflow.engine.triplets.ArtifactError: a build artifact is truncated or
+            garbage (the message names it and says to clear ``build``).
     """
     from factorflow.engine import FactorModel
     from factorflow.stages.curves import save_history
@@ -195,10 +200,13 @@ def _load(matrix_dir: str | Path, config: dict[str, Any], rating_min: float | No
 def _finish(out: Path, metrics: dict[str, Any], curves: dict[str, str],
             log_fn: Callable[[str], None]) -> dict[str, Any]:
     """Write ``metrics.json``, log the closing line; the stage's JSON-safe summary."""
+    from factorflow.engine.triplets import replacing
+
     # the long per-epoch history last, for a person reading the file
     ordered = {k: v for k, v in metrics.items() if k != "history"} | {
         "history": metrics["history"]}
-    (out / METRICS_FILE).write_text(json.dumps(ordered, indent=2, default=float))
+    with replacing(out / METRICS_FILE) as tmp:  # last: the model directory is complete
+        tmp.write_text(json.dumps(ordered, indent=2, default=float))
     log_fn(
         f"validation RMSE {metrics.get('valid_rmse', float('nan')):.4f} "
         f"(bias-only baseline {metrics.get('baseline_valid_rmse', float('nan')):.4f}); "
@@ -214,7 +222,7 @@ def _finish(out: Path, metrics: dict[str, Any], curves: dict[str, str],
 def _save_recommendations(model: Any, data: Any, out: Path, *, top_n: int,
                           scale: tuple[float, float], log_fn: Callable[[str], None]) -> None:
     """Every user's ``top_n`` unseen items, ranked by score, scores clipped to ``scale``."""
-    from factorflow.engine.triplets import Triplets
+    from factorflow.engine.triplets import Triplets, save_npz
     from factorflow.stages.progress import Progress
 
     progress = Progress("train: top-N lists, users", model.n_users, log_fn)
@@ -223,4 +231,4 @@ def _save_recommendations(model: Any, data: Any, out: Path, *, top_n: int,
                                     seen=Triplets.concat(data.train, data.valid),
                                     filter_already_liked=True, clip=scale,
                                     progress=progress.update)
-    np.savez(out / RECOMMENDATIONS_FILE, items=items, scores=scores)
+    save_npz(out / RECOMMENDATIONS_FILE, items=items, scores=scores)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from factorflow.stages.validation.batch_results import MapTally, Outcome
+from factorflow.stages.validation.column_types import check_column_types
 from factorflow.stages.validation.gx_runs import (
     FOOTER_METRICS, SuiteRunner, footer, frame_of, import_gx, metric_names, validate_on_footer)
 from factorflow.stages.validation.partitions import partition_parquet, read_part
@@ -136,13 +137,20 @@ def validate_ratings(
     metrics = footer(n_rows, columns)
     outcomes = {i: Outcome.of(validate_on_footer(suite.expectations[i], params, metrics,
                                                  _RESULT_FORMAT)) for i in plan.table}
-    runner = SuiteRunner(gx, doc, params, _RESULT_FORMAT)
-    outcomes.update(_row_outcomes(runner, plan, path, columns, n_rows, batch_rows, log))
+    settings = f"rating scale [{rating_min}, {rating_max}]; min_rows={min_rows}"
+    # Types first, from the footer: row checks on a wrongly typed column would
+    # judge values the fix (a cast) changes, so they wait for it.
+    wrong_types = check_column_types(path, (doc.get("meta") or {}).get("column_types", {}))
+    if not wrong_types:
+        runner = SuiteRunner(gx, doc, params, _RESULT_FORMAT)
+        outcomes.update(_row_outcomes(runner, plan, path, columns, n_rows, batch_rows, log))
     results = [outcomes[i] for i in sorted(outcomes)]  # suite order: reports read top-down
     failures = [describe_failure(r, columns) for r in results if not r.success]
+    if wrong_types:
+        raise _failed(path, wrong_types + failures, len(results), n_rows, suite.name, settings,
+                      not_run=len(plan.rows))
     if failures:
-        raise _failed(path, failures, len(results), n_rows, suite.name,
-                      f"rating scale [{rating_min}, {rating_max}]; min_rows={min_rows}")
+        raise _failed(path, failures, len(results), n_rows, suite.name, settings)
     return {
         "success": True,
         "path": str(path),
@@ -155,12 +163,16 @@ def validate_ratings(
 
 
 def _failed(path: str | Path, failures: list[dict[str, Any]], n_results: int, n_rows: int,
-            suite_name: str, settings: str) -> RatingsValidationError:
-    """The error that lists every failed expectation under one header line."""
-    header = (
-        f"ratings validation failed for {path}: {len(failures)} of {n_results} "
-        f"expectations failed ({n_rows} row(s); suite '{suite_name}'; {settings})"
-    )
+            suite_name: str, settings: str, not_run: int = 0) -> RatingsValidationError:
+    """The error that lists every failure (wrong types first) under one header line."""
+    types = [f["columns"][0] for f in failures if f["expectation"] == "column_type"]
+    counts = f"{len(failures) - len(types)} of {n_results} expectations failed"
+    if types:
+        counts = (f"wrong type in column(s) {', '.join(types)}, so the {not_run} row-level "
+                  f"expectations were not run; {len(failures) - len(types)} of the other "
+                  f"{n_results} failed")
+    header = (f"ratings validation failed for {path}: {counts} "
+              f"({n_rows} row(s); suite '{suite_name}'; {settings})")
     return RatingsValidationError(
         "\n".join([header, *(f["text"] for f in failures)]),
         [{k: v for k, v in f.items() if k != "text"} for f in failures],

@@ -34,6 +34,12 @@ class WarehouseLockedError(RuntimeError):
     """Another process or session held the warehouse's write lock past the wait allowed."""
 
 
+class WarehouseFileError(ValueError):
+    """The warehouse file is not a database this back end can open (another format, another
+    storage version, a damaged header); nothing was written to it. The same file fails the
+    same way on every try, so it is not retried."""
+
+
 class WarehouseUnavailableError(ConnectionError):
     """The warehouse's server could not be reached."""
 

@@ -4,6 +4,11 @@ DuckDB lets one process write a file at a time, so writers wait out another
 process's lock (:meth:`DuckDBWarehouse.connect_for_write`) and readers open the
 file read-only. Staged Arrow tables are registered on the connection and
 inserted without copies. The SQL is ``include/sql/duckdb/``.
+
+A file that is not a DuckDB database this DuckDB can open (a text or Parquet
+file given as the warehouse, a file of another storage version) fails with a
+:class:`~factorflow.warehouse.base.WarehouseFileError` saying what the file is;
+DuckDB refuses it before writing, so it is left as it was.
 """
 
 from __future__ import annotations
@@ -15,10 +20,64 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from factorflow.paths import read_queries
-from factorflow.warehouse.base import Warehouse, WarehouseLockedError, run_statements
+from factorflow.warehouse.base import (Warehouse, WarehouseFileError, WarehouseLockedError,
+                                       run_statements)
 from factorflow.warehouse.identifiers import quote_table
 
 log = logging.getLogger(__name__)
+
+#: Leading bytes of files sometimes given as the warehouse by mistake, and what they are.
+SIGNATURES = {b"PAR1": "a Parquet file", b"SQLite format 3\x00": "an SQLite database",
+              b"PK\x03\x04": "a zip archive (.zip, .npz, .xlsx)", b"\x1f\x8b": "a gzip file",
+              b"\x93NUMPY": "a NumPy .npy file", b"ARROW1": "an Arrow IPC file"}
+#: DuckDB's IOException messages about the file itself rather than a lock.
+NOT_OPENABLE = ("not a valid DuckDB database file", "storage version", "Corrupt database file")
+
+
+def describe_file(path: Path) -> str:
+    """What ``path`` holds, judged from its first bytes: "a Parquet file", "a text file ..."."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "an empty file (0 bytes)"
+    if head[8:12] == b"DUCK":
+        return "a DuckDB file"
+    for magic, what in SIGNATURES.items():
+        if head.startswith(magic):
+            return what
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"binary data of an unknown format ({path.stat().st_size:,} bytes)"
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"a text file (starting {first!r})"
+
+
+def connect(path: Path, *, read_only: bool = False) -> Any:
+    """``duckdb.connect``, with a file DuckDB cannot open reported in one line.
+
+    Raises:
+        WarehouseFileError: ``path`` is not a DuckDB database, is of a storage
+            version this DuckDB cannot read, or has a damaged header.
+        duckdb.IOException: anything else (another process's lock).
+    """
+    import duckdb
+
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as exc:
+        message = str(exc)
+        if not any(sign in message for sign in NOT_OPENABLE) or not path.is_file():
+            raise
+        what = describe_file(path)
+        reason = message.splitlines()[0].removeprefix("IO Error: ")
+        if what == "a DuckDB file":
+            what = (f"a DuckDB file that DuckDB {duckdb.__version__} cannot open ({reason}): "
+                    "open it with the DuckDB that wrote it and EXPORT DATABASE, or")
+        else:
+            what = f"not a DuckDB database but {what}:"
+        raise WarehouseFileError(f"warehouse {path} is {what} point the warehouse at a DuckDB "
+                                 "file or a new path; nothing was written to it") from exc
 
 
 def copy_ratings(database: str, source: str, out: Path, *, table: str = "",
@@ -38,7 +97,9 @@ def copy_ratings(database: str, source: str, out: Path, *, table: str = "",
     import duckdb
 
     sql = read_queries("duckdb/extract_ratings.sql")["select"].format(source=source)
-    with duckdb.connect(database, read_only=database != ":memory:") as con:
+    opened = (duckdb.connect(database) if database == ":memory:"
+              else connect(Path(database), read_only=True))
+    with opened as con:
         try:
             relation = con.sql(sql, params=params)
         except duckdb.CatalogException as exc:
@@ -76,7 +137,7 @@ class DuckDBWarehouse(Warehouse):
         deadline, wait = time.monotonic() + timeout, first_wait
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                return connect(self.path)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
                     raise
@@ -128,7 +189,7 @@ class DuckDBWarehouse(Warehouse):
         sql = self.queries(file, schema)[name]
         if not self.path.is_file():
             raise LookupError(f"no model published in {self.path} schema {schema}: no such file")
-        with duckdb.connect(str(self.path), read_only=True) as con:
+        with connect(self.path, read_only=True) as con:
             try:
                 cursor = con.execute(sql, dict(params or {}))
             except duckdb.CatalogException as exc:

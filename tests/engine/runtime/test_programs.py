@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +46,7 @@ def _fit(cache) -> dict:
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
-    return {**lines[0], **lines[-1]}
+    return {**lines[0], **lines[-1], "log": out.stderr}
 
 
 def _stored(cache: Path) -> list[Path]:
@@ -91,6 +93,71 @@ def test_a_lost_store_is_rebuilt_from_fresh_compiles_not_from_jaxs_cache(tmp_pat
     assert [p.name for p in _stored(cache)] == names
     third = _fit(cache)
     assert third["traces"] == {} and third["params"] == first["params"]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _refusals(result: dict) -> list[str]:
+    """The store's warnings in a child's log (Python's default handler writes them to stderr)."""
+    return [line for line in result["log"].splitlines()
+            if "not loading compiled programs from" in line]
+
+
+def _loosen_store(store: Path) -> list[str]:
+    store.chmod(0o777)
+    return [f"{store}: mode 777: writable by group and others; whoever can write it can run "
+            f"code as this process, so programs are compiled instead. To use the store, make "
+            f"it private (chmod 700 {store})"]
+
+
+def _loosen_entries(store: Path) -> list[str]:
+    entries = sorted(store.glob("*.bin"))
+    for entry in entries:  # every one loose: still a single warning, naming the first met
+        entry.chmod(0o620)
+    return [f"{entry}: mode 620: writable by group; whoever can write it can run code as this "
+            f"process, so programs are compiled instead. To use the store, make it private "
+            f"(chmod 600 {entry})" for entry in entries]
+
+
+def _give_store_to_nobody(store: Path) -> list[str]:
+    if os.geteuid() != 0:
+        pytest.skip("giving the store to another user needs root; these tests run as "
+                    f"uid {os.geteuid()}")
+    nobody = pwd.getpwnam("nobody")
+    for path in (store, *store.iterdir()):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    return [f"{store}: owned by nobody, not by {me} who runs this process; whoever can write "
+            f"it can run code as this process, so programs are compiled instead. To use the "
+            f"store, make it private (chown -R {me} {store})"]
+
+
+def test_a_new_store_is_private_to_its_user(tmp_path):
+    cache = tmp_path / "cache"
+    _fit(cache)
+    assert _mode(cache / programs.SUBDIR) == 0o700
+    assert [oct(_mode(p)) for p in _stored(cache)] == ["0o600", "0o600"]
+
+
+@pytest.mark.parametrize("loosen", [_loosen_store, _loosen_entries, _give_store_to_nobody],
+                         ids=["group-and-other-writable store", "group-writable entries",
+                              "store owned by nobody"])
+def test_a_store_others_could_write_is_not_loaded(tmp_path, loosen):
+    """Stored programs are machine code loaded with pickle: refused, like a loose ssh key."""
+    cache = tmp_path / "cache"
+    store = cache / programs.SUBDIR
+    first = _fit(cache)
+    assert _refusals(first) == []
+    expected = loosen(store)  # each warning it may log (one per entry when entries are loose)
+    second = _fit(cache)
+    assert second["traces"].get("half_step", 0) >= 1 and second["traces"].get("score") == 1, \
+        "a stored program was loaded from a store others could write"
+    assert second["params"] == first["params"]
+    (refusal,) = _refusals(second)  # two programs refused, one warning
+    assert any(f"not loading compiled programs from {why}" in refusal for why in expected), \
+        (refusal, expected)
 
 
 def test_nothing_is_stored_with_the_cache_off(tmp_path):

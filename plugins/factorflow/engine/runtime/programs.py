@@ -17,8 +17,11 @@ a user's loss could change without its name changing; those compile in every
 process as before (and are still kept for the rest of the process).
 
 The store lives in ``<compilation cache>/factorflow-programs`` and is off when
-the compilation cache is off. Like JAX's own cache, it holds machine code
-loaded with pickle: keep it in a directory only its user can write.
+the compilation cache is off. It holds machine code loaded with pickle, so
+whoever can write it can run code as the worker: it is created 0700 (entries
+0600), and, as ssh does with loose key files, a store directory or entry owned
+by another user (root aside) or writable by group or others is not loaded: one
+warning says why and what to run, and the program is compiled instead.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable
+
+from factorflow.engine.runtime.trust import trusted
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +130,11 @@ def load(fn: Callable, args: tuple, *, name: str, static: dict[str, Any] | None 
         return _LOADED[key][0]
     persist = all(_stable(v) is not None for v in static.values())
     directory = store_dir() if persist else None
+    if directory is not None and not trusted(directory, directory):
+        directory = None  # never loaded while loose, so nothing is written there either
     path = None if directory is None else directory / f"{key}.bin"
-    compiled = _read(path) if path is not None and path.exists() else None
+    compiled = (_read(path) if path is not None and path.exists() and trusted(path, directory)
+                else None)
     if compiled is None:
         compiled, fresh = _compile(fn, args, static, options, f"{name}_{key[:16]}")
         if path is not None and not fresh:  # this store lost it; JAX's cache had it
@@ -236,8 +244,8 @@ def _write(path: Path, compiled) -> None:
     try:
         lapack = "lapack" in compiled.as_text()
         blob = pickle.dumps((lapack, *serialize(compiled)), protocol=pickle.HIGHEST_PROTOCOL)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # mode 0600
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
         os.replace(tmp, path)

@@ -4,6 +4,8 @@
 and gives the suite's verdict; these modules let it do so one bounded batch at a
 time while reporting as if Great Expectations had seen the whole table:
 
+- :mod:`~factorflow.stages.validation.column_types`: the types of the columns
+  the suite reads, from the file's footer, before any row is checked;
 - :mod:`~factorflow.stages.validation.partitions`: the table split by a hash of
   the columns uniqueness checks compare, so duplicates meet in one part;
 - :mod:`~factorflow.stages.validation.gx_runs`: Great Expectations run on the

@@ -7,6 +7,7 @@ the ids and rating a person needs to find them in the warehouse.
 
 from __future__ import annotations
 
+import decimal
 import math
 from typing import Any, Collection
 
@@ -83,7 +84,7 @@ def describe_failure(res: Any, table_columns: Collection[str]) -> dict[str, Any]
     lines[0] += f": {detail}" if detail else ""
     if config.description:
         lines.append(f"    rule: {config.description}")
-    lines += [f"    {_format_example(e)}" for e in out["examples"]]
+    lines += [f"    {format_example(e)}" for e in out["examples"]]
     out["text"] = "\n".join(lines)
     return out
 
@@ -114,7 +115,8 @@ def _examples(etype: str, cols: list[str], r: dict[str, Any], rows: list[dict]) 
     return [{"value": plain(v)} for v in (r.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]]
 
 
-def _format_example(example: dict[str, Any]) -> str:
+def format_example(example: dict[str, Any]) -> str:
+    """One example line: ``row 3: user_id=1, item_id=0, rating=7.5``, or a duplicated pair."""
     if "duplicate" in example:
         pair = ", ".join(f"{k}={v!r}" for k, v in example["duplicate"].items())
         rows = f" ({example['rows']} rows)" if "rows" in example else ""
@@ -145,6 +147,8 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if value is None or isinstance(value, (bool, int, str)):
         return value
+    if isinstance(value, decimal.Decimal):  # DuckDB's DECIMAL, e.g. a rating written 3.0
+        return plain(float(value)) if value.as_tuple().exponent != 0 else int(value)
     if isinstance(value, float):
         return float(value) if math.isfinite(value) else None  # np.float64 -> float
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy scalar

@@ -123,7 +123,8 @@ class TestDeterministic:
         import duckdb
         import numpy as np
 
-        from factorflow.engine.triplets import ArtifactError, Triplets
+        from factorflow.engine.triplets import Triplets
+        from factorflow.engine.artifacts import ArtifactError
         from factorflow.warehouse.base import WarehouseFileError
         from factorflow.warehouse.duckdb import DuckDBWarehouse
 

@@ -150,7 +150,7 @@ class TestDamagedArtifacts:
     def test_a_damaged_ratings_file_names_the_extract_task(self, small_ratings_parquet, tmp_path,
                                                            how):
         from factorflow.airflow.failures import classify
-        from factorflow.engine.triplets import ArtifactError
+        from factorflow.engine.artifacts import ArtifactError
 
         path = tmp_path / "ratings.parquet"
         path.write_bytes(small_ratings_parquet.read_bytes())
@@ -169,7 +169,7 @@ class TestDamagedArtifacts:
                                             ("matrix.json", "JSON file")])
     def test_each_damaged_matrix_file_names_the_build_task(self, small_model, tmp_path, name,
                                                            kind, how):
-        from factorflow.engine.triplets import ArtifactError
+        from factorflow.engine.artifacts import ArtifactError
 
         matrix = copy_matrix(small_model, tmp_path)
         damage(matrix / name, how)
@@ -179,7 +179,7 @@ class TestDamagedArtifacts:
                                    "clear the `build` task to write it again")
 
     def test_a_missing_array_is_named(self, small_model, tmp_path):
-        from factorflow.engine.triplets import ArtifactError
+        from factorflow.engine.artifacts import ArtifactError
 
         matrix = copy_matrix(small_model, tmp_path)
         np.savez(matrix / "train.npz", users=np.zeros(3, np.int32))
@@ -216,7 +216,7 @@ class TestAtomicWrites:
         old = Triplets(np.arange(5, dtype=np.int32), np.arange(5, dtype=np.int32),
                        np.ones(5, np.float32))
         old.save(path)
-        code = ("import sys; from factorflow.engine.triplets import replacing\n"
+        code = ("import sys; from factorflow.engine.artifacts import replacing\n"
                 "with replacing(sys.argv[1]) as tmp:\n"
                 "    tmp.write_bytes(b'PK half an archive')\n"
                 "    print('writing', flush=True); sys.stdin.read()\n")

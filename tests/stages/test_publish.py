@@ -219,7 +219,7 @@ def test_records_loss_and_optimizer_and_migrates_older_tables(warehouse, small_m
 def test_a_damaged_artifact_names_its_task_and_publishes_nothing(small_model, warehouse,
                                                                   tmp_path, name, kind, task,
                                                                   how):
-    from factorflow.engine.triplets import ArtifactError
+    from factorflow.engine.artifacts import ArtifactError
     from tests.stages.test_build import damage
 
     _publish(warehouse, small_model, "m1")

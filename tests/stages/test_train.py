@@ -122,7 +122,7 @@ def test_sql_pair_score_is_clipped_to_the_runs_scale(backend, small_model):
 def test_a_damaged_build_artifact_names_the_build_task(small_model, tmp_path, how):
     """The train task reads a truncated or garbage train.npz: one line, not retried, nothing written."""
     from factorflow.airflow.failures import classify
-    from factorflow.engine.triplets import ArtifactError
+    from factorflow.engine.artifacts import ArtifactError
     from tests.stages.test_build import copy_matrix, damage
 
     matrix = copy_matrix(small_model, tmp_path)

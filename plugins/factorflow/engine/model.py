@@ -29,7 +29,8 @@ from factorflow.engine.config import TrainConfig
 from factorflow.engine.factors import FactorParams, predict
 from factorflow.engine.memory import ratings_per_chunk, spans, users_per_batch
 from factorflow.engine.results import FitResult
-from factorflow.engine.triplets import ArtifactError, Triplets, load_npz, reading, save_npz
+from factorflow.engine.triplets import Triplets
+from factorflow.engine.artifacts import ArtifactError, load_npz, reading, save_npz
 
 FORMAT_VERSION = 1
 _FIELDS = FactorParams._fields

@@ -21,7 +21,8 @@ import numpy as np
 
 from factorflow.stages.progress import Progress
 from factorflow.engine.split import MIN_USER_RATINGS, split_mask
-from factorflow.engine.triplets import Triplets, reading, replacing
+from factorflow.engine.triplets import Triplets
+from factorflow.engine.artifacts import reading, replacing
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from factorflow.engine.triplets import replacing
+from factorflow.engine.artifacts import replacing
 from factorflow.warehouse import open_warehouse
 from factorflow.warehouse.duckdb import copy_ratings
 

@@ -97,7 +97,8 @@ def _item_statistics(train_path: Path, n_items: int) -> tuple[Any, Any]:
     """
     import pyarrow as pa
 
-    from factorflow.engine.triplets import Triplets, reading
+    from factorflow.engine.triplets import Triplets
+    from factorflow.engine.artifacts import reading
 
     with reading(train_path, task="build"):
         train = Triplets.load(train_path)
@@ -144,7 +145,7 @@ def stage_figures(timings: Mapping[str, Any]) -> dict[str, str]:
 def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
              model_dir: Path, candidate_of: str | None = None) -> tuple[dict[str, Any], dict]:
     """The ``model_runs`` row of one trained model, and its metrics."""
-    from factorflow.engine.triplets import reading
+    from factorflow.engine.artifacts import reading
     from factorflow.stages.train import METRICS_FILE, MODEL_FILE
 
     with reading(model_dir / METRICS_FILE, task="train"):
@@ -180,7 +181,7 @@ def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
 def _train_arrays(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The arrays of a train-stage ``.npz`` (no JAX needed), or an ``ArtifactError``
     naming the file and the ``train`` task."""
-    from factorflow.engine.triplets import load_npz, reading
+    from factorflow.engine.artifacts import load_npz, reading
 
     with reading(path, task="train"):
         return load_npz(path, required)
@@ -190,7 +191,7 @@ def _id_column(path: Path, column: str) -> Any:
     """The Arrow ``column`` of a build-stage id map, or an ``ArtifactError`` naming the file."""
     import pyarrow.parquet as pq
 
-    from factorflow.engine.triplets import reading
+    from factorflow.engine.artifacts import reading
 
     with reading(path, task="build"):
         return pq.read_table(path, columns=[column])[column].combine_chunks()

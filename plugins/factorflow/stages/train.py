@@ -200,7 +200,7 @@ def _load(matrix_dir: str | Path, config: dict[str, Any], rating_min: float | No
 def _finish(out: Path, metrics: dict[str, Any], curves: dict[str, str],
             log_fn: Callable[[str], None]) -> dict[str, Any]:
     """Write ``metrics.json``, log the closing line; the stage's JSON-safe summary."""
-    from factorflow.engine.triplets import replacing
+    from factorflow.engine.artifacts import replacing
 
     # the long per-epoch history last, for a person reading the file
     ordered = {k: v for k, v in metrics.items() if k != "history"} | {
@@ -222,7 +222,8 @@ def _finish(out: Path, metrics: dict[str, Any], curves: dict[str, str],
 def _save_recommendations(model: Any, data: Any, out: Path, *, top_n: int,
                           scale: tuple[float, float], log_fn: Callable[[str], None]) -> None:
     """Every user's ``top_n`` unseen items, ranked by score, scores clipped to ``scale``."""
-    from factorflow.engine.triplets import Triplets, save_npz
+    from factorflow.engine.triplets import Triplets
+    from factorflow.engine.artifacts import save_npz
     from factorflow.stages.progress import Progress
 
     progress = Progress("train: top-N lists, users", model.n_users, log_fn)

@@ -7,7 +7,7 @@ the ids exactly as the warehouse gave them.
 Every artifact is written to a temporary file and renamed into place, and
 ``matrix.json`` last: a killed try leaves no half file for the next task.
 Reading one back that is truncated or garbage raises an
-:class:`~factorflow.engine.triplets.ArtifactError` naming it and the task to clear.
+:class:`~factorflow.engine.artifacts.ArtifactError` naming it and the task to clear.
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ def train_factors(
     Raises:
         factorflow.engine.memory.OutOfMemoryError: a step ran out of memory (which
             one, and what to change, in the message).
-        factorflow.engine.triplets.ArtifactError: a build artifact is truncated or
+        factorflow.engine.artifacts.ArtifactError: a build artifact is truncated or
             garbage (the message names it and says to clear ``build``).
     """
     from factorflow.engine import FactorModel

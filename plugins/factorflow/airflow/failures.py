@@ -7,7 +7,12 @@ way with the same inputs,
 so retrying only delays the report; such a failure becomes an
 ``AirflowFailException`` (no retries) whose message says what was wrong and,
 for memory, what to change. Lock timeouts and lost connections may clear, so
-they, and anything unrecognised, keep Airflow's retries.
+they, and anything unrecognised, keep Airflow's retries. So does a full disk
+(``ENOSPC``/``EDQUOT``, on the artifacts' or the warehouse's file system): space
+is often freed within the retry delay (a cleanup job, another run's artifacts
+removed, an operator), and a failed try leaves nothing behind, so another try is
+cheap; the stages raise it as ``DiskFullError``, naming the path, the space that
+was free and what to do, so that each failed try already says how to fix it.
 
 Classes are matched by name, so that neither DuckDB, psycopg nor JAX is
 imported to look at an exception.
@@ -41,8 +46,11 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def classify(exc: BaseException) -> str:
-    """``"transient"``, ``"memory"``, ``"deterministic"`` or ``"unknown"``.
+    """``"disk"``, ``"transient"``, ``"memory"``, ``"deterministic"`` or ``"unknown"``.
 
+    disk: a full disk or quota anywhere in the chain (``DiskFullError``, an
+    ``OSError`` with ``ENOSPC``/``EDQUOT``, DuckDB's or Polars' "No space left
+    on device", psycopg's ``DiskFull``), retried like a transient failure.
     transient: ``OSError`` (connection refused or reset, timeouts), DuckDB's
     IOException (a locked file), psycopg's OperationalError,
     ``WarehouseLockedError``. memory: ``MemoryError``, a class named
@@ -53,6 +61,10 @@ def classify(exc: BaseException) -> str:
     to clear; ``WarehouseFileError``: the warehouse path is not a DuckDB database
     this DuckDB opens), even when raised from a DuckDB ``IOException``.
     """
+    from factorflow.engine.artifacts import disk_full
+
+    if disk_full(exc):
+        return "disk"
     if isinstance(exc, OSError) or _names(exc) & TRANSIENT:
         return "transient"
     for link in _chain(exc):
@@ -99,6 +111,9 @@ def memory_message(exc: BaseException, *, stage: str, meter: Any = None,
 def no_retry(exc: BaseException, *, stage: str = "", meter: Any = None,
              rank: Any = None) -> Exception | None:
     """The ``AirflowFailException`` for a failure another try cannot fix, else None.
+
+    None (Airflow's retries apply) for ``"transient"``, ``"disk"`` and
+    ``"unknown"`` failures.
 
     Args:
         exc: what the stage raised.

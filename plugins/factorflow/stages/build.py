@@ -74,6 +74,8 @@ def build_matrices(
         ArtifactError: ``ratings_path`` is not a readable Parquet file (clear ``extract``).
         ValueError: a setting is out of range, the file has no ratings, or an
             id is null (the validate stage reports those).
+        DiskFullError: the disk filled while writing an artifact (named, with the
+            space that was free); nothing half-written is left.
     """
     if not 0.0 <= valid_fraction < 1.0:
         raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")

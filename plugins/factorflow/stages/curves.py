@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from factorflow.engine.artifacts import replacing
+
 HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
 
@@ -37,8 +39,10 @@ def save_history(history: Sequence[dict[str, Any]], out_dir: str | Path, *,
     out = Path(out_dir)
     png = render_curve(history, title=title)
     out.mkdir(parents=True, exist_ok=True)
-    (out / HISTORY_FILE).write_text(json.dumps(list(history), indent=1, default=float))
-    (out / CURVES_FILE).write_bytes(png)
+    with replacing(out / HISTORY_FILE) as tmp:
+        tmp.write_text(json.dumps(list(history), indent=1, default=float))
+    with replacing(out / CURVES_FILE) as tmp:
+        tmp.write_bytes(png)
     return {"history": str(out / HISTORY_FILE), "curves": str(out / CURVES_FILE)}
 
 

@@ -50,6 +50,8 @@ def extract_ratings(warehouse: Any, source_table: str, out_dir: str | Path) -> d
     Raises:
         FileNotFoundError: the warehouse file or the source file does not exist.
         ValueError: the table name is not a plain identifier, or the table is missing.
+        DiskFullError: ``ratings.parquet`` did not fit in ``out_dir``'s file system
+            (the message names it and the space that was free); no partial file is left.
     """
     import pyarrow.parquet as pq
 

@@ -15,9 +15,13 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from factorflow.engine.artifacts import disk_space
 from factorflow.warehouse import open_warehouse
 from factorflow.warehouse.identifiers import quote_identifier
 
+#: What to do when the warehouse's disk fills during a publish.
+WAREHOUSE_TODO = ("the transaction rolled back, so the previous model is intact and current; free "
+                  "space there or point the warehouse at a disk with room (retried after a delay)")
 #: model_runs columns filled from the train stage's metrics (same names).
 METRIC_COLUMNS = (
     "rank", "epochs_run", "best_epoch", "train_rmse", "train_mae", "valid_rmse",
@@ -286,10 +290,12 @@ def publish_model(
 
     Raises:
         WarehouseLockedError: another writer held the lock past ``lock_timeout``.
+        DiskFullError: the warehouse's disk filled; the previous model stays current.
     """
     if int(keep) < 1:
         raise ValueError(f"keep must be >= 1 (the new model is always kept), got {keep}")
     quote_identifier(schema)  # a bad schema fails before any artifact is read
     staged = stage_model(model_id, model_dir, matrix_dir, run_info, candidates)
-    return open_warehouse(warehouse).publish(staged, schema=schema, keep=int(keep),
-                                             lock_timeout=lock_timeout)
+    target = open_warehouse(warehouse)  # a DuckDB file's free space is measured here
+    with disk_space(target.name, todo=WAREHOUSE_TODO, local=target.dialect == "duckdb"):
+        return target.publish(staged, schema=schema, keep=int(keep), lock_timeout=lock_timeout)

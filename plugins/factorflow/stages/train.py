@@ -140,8 +140,11 @@ def train_factors(
             one, and what to change, in the message).
         factorflow.engine.artifacts.ArtifactError: a build artifact is truncated or
             garbage (the message names it and says to clear ``build``).
+        factorflow.engine.artifacts.DiskFullError: the disk filled while writing
+            an artifact (named, with the space that was free); nothing half-written is left.
     """
     from factorflow.engine import FactorModel
+    from factorflow.engine.artifacts import disk_space
     from factorflow.stages.curves import save_history
 
     if top_n < 1:
@@ -166,7 +169,9 @@ def train_factors(
         model.save(out / MODEL_FILE)
     with step("recommend", f"computing the top-{top_n} lists of {n_users} users"):
         _save_recommendations(model, data, out, top_n=top_n, scale=scale, log_fn=log_fn)
-    with step("curves", "drawing the curves"):
+    # curves.py writes its two small files in place: a full disk still names the
+    # directory, and metrics.json (the mark of a complete directory) is not written
+    with step("curves", "drawing the curves"), disk_space(out):
         curves = save_history(result.history, out, title=f"rank {train_config.rank} "
                               f"{train_config.optimizer}, {train_config.loss} loss")
     metrics["step_seconds"] = step.seconds

@@ -12,6 +12,7 @@ sessions, its locking and how it moves staged rows in. Each dialect's SQL is
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Any, Mapping
@@ -189,7 +190,11 @@ class Warehouse(ABC):
                          user_id_type=self.id_types[staged.id_kind("user")],
                          item_id_type=self.id_types[staged.id_kind("item")], width=staged.width)
         rows = self._staged_rows(staged)
+        asked = time.monotonic()
         with self._publish_session(schema, lock_timeout) as cur:
+            # these two lines bracket the lock (a test reads them to show publishes never overlap)
+            log.info("publish lock of %s schema %s taken after %.1f s; writing model %s",
+                     self.name, schema, time.monotonic() - asked, staged.model_id)
             self._create_schema(cur, q, schema)
             self._check_id_types(cur, q["column_type"], schema, staged)
             run_statements(cur, q["delete_models"], {"model_ids": [staged.model_id]})
@@ -202,6 +207,8 @@ class Warehouse(ABC):
             expired = [row[0] for row in cur.fetchall()]
             if expired:
                 run_statements(cur, q["delete_models"], {"model_ids": expired})
+            log.info("model %s written to %s schema %s; committing", staged.model_id,
+                     self.name, schema)
         summary = {"warehouse": self.name, "schema": schema, **staged.summary()}
         log.info("published model %s to %s.%s: %s", staged.model_id, self.name, schema, summary)
         return summary

@@ -14,8 +14,9 @@ DuckDB refuses it before writing, so it is left as it was.
 from __future__ import annotations
 
 import logging
+import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -80,6 +81,38 @@ def connect(path: Path, *, read_only: bool = False) -> Any:
                                  "file or a new path; nothing was written to it") from exc
 
 
+def connect_waiting(path: Path, *, read_only: bool = False, timeout: float = 60.0,
+                    first_wait: float = 0.25) -> Any:
+    """:func:`connect`, retried while another process holds the file's lock.
+
+    A writer excludes every other process, readers too, so a reader that
+    arrives during another DAG's publish waits for its commit as a writer does.
+    Retries back off exponentially from ``first_wait`` (to at most 5 s, jittered
+    so that waiters do not retry in step) until ``timeout`` seconds have passed.
+
+    Raises:
+        WarehouseLockedError: the lock was still held after ``timeout`` seconds;
+            the message has DuckDB's, which names the holding process and PID.
+    """
+    import duckdb
+
+    start, wait = time.monotonic(), first_wait
+    while True:
+        try:
+            return connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            waited = time.monotonic() - start
+            if waited + wait > timeout:
+                raise WarehouseLockedError(
+                    f"warehouse {path} is locked by another process after waiting "
+                    f"{waited:.0f} s (limit {timeout:.0f} s); {exc}") from exc
+            log.warning("warehouse %s is locked (%s); retrying in %.1f s", path, exc, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 5.0) * random.uniform(0.8, 1.0)
+
+
 def copy_ratings(database: str, source: str, out: Path, *, table: str = "",
                  params: Mapping[str, Any] | None = None) -> None:
     """Write the rating columns of ``source`` (a quoted table or a file reader call) to ``out``.
@@ -98,7 +131,7 @@ def copy_ratings(database: str, source: str, out: Path, *, table: str = "",
 
     sql = read_queries("duckdb/extract_ratings.sql")["select"].format(source=source)
     opened = (duckdb.connect(database) if database == ":memory:"
-              else connect(Path(database), read_only=True))
+              else connect_waiting(Path(database), read_only=True))
     with opened as con:
         try:
             relation = con.sql(sql, params=params)
@@ -125,29 +158,14 @@ class DuckDBWarehouse(Warehouse):
         """A read-write connection, waiting out another process's lock.
 
         While another process holds the file (an analyst's read-write session,
-        a concurrent run), retry with exponential backoff for up to ``timeout``
-        seconds, then fail naming the holder.
+        another DAG's publish), retry for up to ``timeout`` seconds
+        (:func:`connect_waiting`), then fail naming the holder.
 
         Raises:
             WarehouseLockedError: with DuckDB's message, which names the process
                 and PID holding the lock.
         """
-        import duckdb
-
-        deadline, wait = time.monotonic() + timeout, first_wait
-        while True:
-            try:
-                return connect(self.path)
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise
-                if time.monotonic() + wait > deadline:
-                    raise WarehouseLockedError(
-                        f"warehouse {self.path} is locked by another process after waiting "
-                        f"{timeout:.0f} s; {exc}") from exc
-                log.warning("warehouse %s is locked (%s); retrying in %.1f s", self.path, exc, wait)
-                time.sleep(wait)
-                wait = min(wait * 2, 10.0)
+        return connect_waiting(self.path, timeout=timeout, first_wait=first_wait)
 
     @contextmanager
     def transaction(self, *, timeout: float = 60.0) -> Iterator[Any]:
@@ -159,7 +177,10 @@ class DuckDBWarehouse(Warehouse):
                 yield con
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                # A COMMIT that failed (a full disk) has already rolled back: a second
+                # ROLLBACK raises, and must not hide the error that matters.
+                with suppress(Exception):
+                    con.execute("ROLLBACK")
                 raise
 
     def _publish_session(self, schema: str, lock_timeout: float) -> Any:
@@ -189,7 +210,7 @@ class DuckDBWarehouse(Warehouse):
         sql = self.queries(file, schema)[name]
         if not self.path.is_file():
             raise LookupError(f"no model published in {self.path} schema {schema}: no such file")
-        with connect(self.path, read_only=True) as con:
+        with connect_waiting(self.path, read_only=True) as con:
             try:
                 cursor = con.execute(sql, dict(params or {}))
             except duckdb.CatalogException as exc:

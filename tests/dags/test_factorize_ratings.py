@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import ROOT, SMALL_DEMO
-from tests.dags.helpers import task_states
+from tests.conftest import SMALL_DEMO
+from tests.dags.helpers import load_dags, task_states
 from tests.warehouses import duckdb_snapshot
 
 pytestmark = pytest.mark.integration
@@ -21,12 +21,8 @@ CONF = {"rank": 8, "epochs": 40, "top_n": 5, "min_rows": 1000}
 
 @pytest.fixture(scope="module")
 def dag(tmp_path_factory, monkeypatch_module):
-    from airflow.dag_processing.dagbag import DagBag
-
     monkeypatch_module.setenv("FACTORFLOW_ARTIFACTS_DIR", str(tmp_path_factory.mktemp("artifacts")))
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors
-    return bag.dags["factorize_ratings"]
+    return load_dags()["factorize_ratings"]
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +172,6 @@ def test_airflow_cli_runs_the_dag(tmp_path):
 
 
 def test_publish_emits_asset_events_and_the_downstream_dag_materializes(good_run, warehouse):
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
@@ -191,7 +186,7 @@ def test_publish_emits_asset_events_and_the_downstream_dag_materializes(good_run
     assert all(e["warehouse"] == str(warehouse) and e["model_id"].endswith(good_run.run_id)
                for e in extras)
 
-    downstream = DagBag(dag_folder=str(ROOT / "dags")).dags["recommendations_daily"]
+    downstream = load_dags()["recommendations_daily"]
     assert "factorflow.current_predictions" in str(downstream.timetable.asset_condition)
     run = downstream.test(run_conf={"warehouse": str(warehouse)})
     assert task_states(run) == {"materialize": "success"}

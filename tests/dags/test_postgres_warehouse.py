@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT, SMALL_DEMO
-from tests.dags.helpers import task_states
+from tests.conftest import SMALL_DEMO
+from tests.dags.helpers import load_dags, task_states
 from tests.warehouses import PG_URI
 
 pytestmark = pytest.mark.integration
@@ -19,14 +19,10 @@ CONF = {"rank": 8, "epochs": 30, "top_n": 5, "min_rows": 1000}
 
 @pytest.fixture
 def dags(tmp_path, monkeypatch):
-    from airflow.dag_processing.dagbag import DagBag
-
     monkeypatch.setenv("FACTORFLOW_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     # an Airflow connection, as a deployment would define it (here: by environment)
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", PG_URI.replace("postgresql://", "postgres://"))
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors
-    return bag.dags
+    return load_dags()
 
 
 def test_the_dag_runs_on_a_postgres_warehouse(dags, postgres_backend):

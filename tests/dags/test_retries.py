@@ -16,8 +16,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.dags.helpers import task_states
+from tests.dags.helpers import load_dags, task_states
 from tests.warehouses import hold_duckdb_lock
 
 pytestmark = pytest.mark.integration
@@ -34,13 +33,11 @@ PG_CONN_ID = "factorflow_test_refused"
 @pytest.fixture(scope="module")
 def dag(tmp_path_factory):
     """factorize_ratings with its retries, the delay between them cut to a second."""
-    from airflow.dag_processing.dagbag import DagBag
-
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FACTORFLOW_ARTIFACTS_DIR", str(tmp_path_factory.mktemp("artifacts")))
         # nothing listens on port 1: every connection is refused
         mp.setenv(f"AIRFLOW_CONN_{PG_CONN_ID.upper()}", "postgres://postgres@127.0.0.1:1/test")
-        dag = DagBag(dag_folder=str(ROOT / "dags")).dags["factorize_ratings"]
+        dag = load_dags()["factorize_ratings"]
         for task in dag.tasks:
             assert task.retries == RETRIES
             task.retry_delay = timedelta(seconds=1)

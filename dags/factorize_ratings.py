@@ -7,7 +7,7 @@ operators. Parsing this file imports neither JAX, Polars nor Great Expectations.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG
 
@@ -29,7 +29,8 @@ with DAG(
     max_active_runs=1,
     render_template_as_native_obj=True,
     tags=["factorflow", "recommender", "jax"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "owner": "factorflow"},
+    # retry delay: the deployment's [core] default_task_retry_delay (docker-compose: 120 s)
+    default_args={"retries": 2, "owner": "factorflow"},
     params={**data_params(), **train_params(), **publish_params()},
     doc_md=__doc__,
 ) as dag:

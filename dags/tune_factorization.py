@@ -11,7 +11,7 @@ RMSE; ``publish`` writes that model and one ``model_runs`` row per candidate
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG, task
 
@@ -34,7 +34,8 @@ with DAG(
     max_active_tasks=4,
     render_template_as_native_obj=True,
     tags=["factorflow", "recommender", "jax", "sweep"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "owner": "factorflow"},
+    # retry delay: the deployment's [core] default_task_retry_delay (docker-compose: 120 s)
+    default_args={"retries": 2, "owner": "factorflow"},
     params={**data_params(), **sweep_params(), **train_params(), **publish_params()},
     doc_md=__doc__,
 ) as dag:

@@ -66,6 +66,7 @@ class AirflowStack:
         self.base = f"http://127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
+        self.commands: dict[str, tuple[list[str], dict[str, str] | None]] = {}
         pg = PG_ADMIN.rsplit("/", 1)[0]
         bin_dir = str(Path(sys.executable).parent)
         self.env = {
@@ -131,7 +132,8 @@ class AirflowStack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = self.home / f"{name}.log"
         self.logs[name] = log
-        with open(log, "wb") as out:
+        self.commands[name] = (argv, env)
+        with open(log, "ab") as out:
             self.procs[name] = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=out,
                                                 stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -163,6 +165,28 @@ class AirflowStack:
                 _redis("FLUSHDB")
         except Exception as exc:  # never hide the test's own failure
             print(f"stack clean-up: {exc}", file=sys.stderr)
+
+    def kill(self, name: str) -> list[int]:
+        """SIGKILL component ``name`` and every process under it, as a lost machine would.
+
+        Task processes run in process groups of their own, so the whole tree is
+        collected first (no process can be reparented out of it mid-walk) and
+        then killed at once. Returns the pids killed.
+        """
+        from tests.kills import descendants
+
+        proc = self.procs[name]
+        pids = [proc.pid, *descendants(proc.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        return pids
+
+    def restart(self, name: str) -> None:
+        """Start component ``name`` again, as it was started (its log continues)."""
+        argv, env = self.commands[name]
+        self._spawn(name, argv, env)
 
     def alive(self) -> dict[str, bool]:
         return {name: proc.poll() is None for name, proc in self.procs.items()}

@@ -30,7 +30,6 @@ import logging
 import math
 import numbers
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -38,6 +37,7 @@ from factorflow.stages.validation.batch_results import MapTally, Outcome
 from factorflow.stages.validation.column_types import check_column_types
 from factorflow.stages.validation.gx_runs import (
     FOOTER_METRICS, SuiteRunner, footer, frame_of, import_gx, metric_names, validate_on_footer)
+from factorflow.scratch import scratch_dir
 from factorflow.stages.validation.partitions import partition_parquet, read_part
 from factorflow.stages.progress import Progress
 from factorflow.stages.validation.report import (
@@ -259,7 +259,7 @@ def _row_outcomes(runner: SuiteRunner, plan: _Plan, path: str | Path, columns: l
                            describe_row=functools.partial(row_values, cols=cols[i]))
                for i in plan.rows}
     wanted = dict.fromkeys([*ID_COLUMNS, "rating", *(c for i in plan.rows for c in cols[i])])
-    with tempfile.TemporaryDirectory(prefix=".factorflow-validate-", dir=_scratch(path)) as tmp:
+    with scratch_dir(_scratch(path), ".factorflow-validate-") as tmp:
         files = partition_parquet(
             path, tmp, columns=[c for c in wanted if c in columns],
             key=[c for c in plan.key if c in columns], n_parts=max(1, -(-n_rows // batch_rows)),

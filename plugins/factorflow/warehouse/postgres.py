@@ -11,12 +11,12 @@ SQL is ``include/sql/postgres/``; targets and sessions are
 from __future__ import annotations
 
 import io
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from factorflow.paths import read_queries
+from factorflow.scratch import scratch_dir
 from factorflow.warehouse.base import (
     SCHEMA_STEPS,
     Warehouse,
@@ -136,7 +136,9 @@ class PostgresWarehouse(Warehouse):
         schema = schema or "public"
         quoted = quote_table(f"{schema}.{table}")
         q = read_queries("postgres/extract_ratings.sql")
-        with tempfile.TemporaryDirectory() as tmp, transaction(self.target) as cur:
+        # the CSV beside ``out`` (the artifacts' disk, not a RAM-backed /tmp)
+        with scratch_dir(Path(out).parent, ".factorflow-extract-") as tmp, \
+                transaction(self.target) as cur:
             cur.execute("SET TRANSACTION READ ONLY")
             cur.execute(q["columns"], {"schema": schema, "table": table})
             types = {name: kind for name, kind in cur.fetchall() if name in RATING_COLUMNS}

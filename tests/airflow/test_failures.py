@@ -111,7 +111,7 @@ class TestDeterministic:
         diverged = _raised(train_factors, small_model["matrix_dir"], tmp_path / "a", rank=4,
                            epochs=3, optimizer="sgd", learning_rate=10.0)
         refused = _raised(train_factors, small_model["matrix_dir"], tmp_path / "b", rank=4,
-                          epochs=3, optimizer="gibbs", patience=5)
+                          epochs=3, optimizer="gibbs", restarts=2)
         assert isinstance(diverged, TrainingDivergedError)
         for exc in (diverged, refused):
             assert classify(exc) == "deterministic"

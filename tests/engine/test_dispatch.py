@@ -40,7 +40,6 @@ def test_the_optimizer_picks_the_engine(small_data, optimizer, own_key):
 
 @pytest.mark.parametrize("change, named", [
     (dict(restarts=2), "restarts"),
-    (dict(patience=3), "patience"),
     (dict(nonneg=True), "nonneg"),
     (dict(biases=False), "biases=False"),
     (dict(penalty="l1"), "penalty"),

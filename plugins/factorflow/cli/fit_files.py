@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import os
 import sys
 import time
@@ -20,17 +19,18 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import polars as pl
 
+from factorflow.cli.fit_output import UNKNOWN, json_safe, predict_open
 from factorflow.cli.readers import read_ratings
 from factorflow.engine import FactorModel, FactorParams, TrainConfig, Triplets, fit, losses
 from factorflow.engine.metrics import fit_baseline, mae, rmse
 from factorflow.engine.runtime.cache import enable_compilation_cache, start_runtime
 from factorflow.engine.split import MIN_USER_RATINGS, split_mask
+from factorflow.engine.warm_files import warm_start_from
 
 MODEL_FILE = "model.npz"
 USERS_FILE = "users.parquet"
 ITEMS_FILE = "items.parquet"
 METRICS_FILE = "metrics.json"
-UNKNOWN = -1  # index of an id absent from the training file
 
 
 class _Ratings(NamedTuple):
@@ -64,10 +64,12 @@ def _engine_settings(config: dict[str, Any], patience: int | None):
     change here. ``None`` means "engine default".
     """
     settings = {k: v for k, v in config.items() if v is not None}
+    if "init_from" in settings:
+        settings["init_from"] = str(settings["init_from"])  # a Path too; TrainConfig is JSON-safe
     if patience is not None:
         settings["patience"] = patience
     fit_params = set(inspect.signature(fit).parameters) - {
-        "train", "valid", "n_users", "n_items", "config", "log", "on_epoch"}
+        "train", "valid", "n_users", "n_items", "config", "log", "on_epoch", "init"}
     if "loss" in settings:
         # Fail before reading any data; TrainConfig keeps the (JSON-safe) spec
         # string and the engine resolves it again, to the same function.
@@ -100,41 +102,6 @@ def _to_index(ids, id_map, name: str) -> np.ndarray:
                               return_dtype=pl.Int32).fill_null(UNKNOWN).to_numpy()
 
 
-def predict_open(params, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Predictions ``[n]`` where user or item indices may be :data:`UNKNOWN`.
-
-    An unknown side contributes neither bias nor factors: a known item with an
-    unknown user is ``mean + b_i``, both unknown is ``mean``. NumPy on the host
-    (the per-epoch test RMSE calls this with every epoch's model, whose width
-    may change from one epoch to the next: JAX would compile each new width).
-    """
-    users, items = np.asarray(users, np.int32), np.asarray(items, np.int32)
-    ku, ki = users != UNKNOWN, items != UNKNOWN
-    u, i = np.where(ku, users, 0), np.where(ki, items, 0)
-    uf, itf = (np.asarray(f, np.float32) for f in (params.user_factors, params.item_factors))
-    bu = np.asarray(params.user_bias, np.float64)[u]
-    bi = np.asarray(params.item_bias, np.float64)[i]
-    mean = float(np.asarray(params.mean))
-    full = mean + bu + bi + np.einsum("nk,nk->n", uf[u], itf[i]).astype(np.float64)
-    return np.where(ku & ki, full, mean + np.where(ku, bu, 0.0) + np.where(ki, bi, 0.0))
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NumPy scalars made Python, tuples listed, nan/inf as None."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.generic, np.ndarray)):
-        return json_safe(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)  # paths, callables: their readable form
-
-
-
 def fit_files(
     train_path: str | Path,
     *,
@@ -161,17 +128,18 @@ def fit_files(
         patience: stop after this many epochs without a better validation
             RMSE; needs ``valid_fraction > 0``.
         log: called with human-readable progress lines (one per epoch).
-        **config: ``TrainConfig`` fields (rank, epochs, learning_rate, reg,
-            seed, optimizer, ...) or :func:`factorflow.engine.fit` keywords (``loss`` as a
-            name or ``"module:function"``); None values mean default.
+        **config: ``TrainConfig`` fields (rank, epochs, ..., ``init_from``: a
+            previous ``out`` or its ``model.npz``, see :mod:`factorflow.engine.warm_files`)
+            or :func:`factorflow.engine.fit` keywords (``loss`` as a name or
+            ``"module:function"``); None values mean default.
 
     Returns:
         A JSON-safe dict: counts, ``rmse``/``mae``/``baseline_rmse`` on the test
         file (when given), ``fit_seconds`` (wall, compilation included),
-        ``epochs_run``, ``best_epoch``, ``ratings_per_second`` (median epoch)
-        and ``history`` (per epoch: ``epoch``, ``seconds`` since the fit
-        started, ``train_loss``, ``train_rmse``, ``valid_rmse``, ``test_rmse``
-        of that epoch's model).
+        ``epochs_run``, ``best_epoch``, ``ratings_per_second`` (median epoch),
+        ``warm_start_from`` (None for a cold fit, a fallback included) and
+        ``history`` (per epoch: ``epoch``, ``seconds`` since the fit started,
+        ``train_loss``, ``train_rmse``, ``valid_rmse``, ``test_rmse``).
 
     Raises:
         FileNotFoundError: a file is missing.
@@ -206,6 +174,7 @@ def fit_files(
         "patience": patience, "valid_fraction": valid_fraction, "read_seconds": read_seconds,
         **({} if data.test is None else _test_metrics(model, data)),
         "history": _history(model.fit_result.history, test_by_epoch, data.test is not None),
+        "warm_start_from": model.fit_result.warm_start,
         "seconds": time.perf_counter() - started,
         "out": None if out is None else str(out),
     }
@@ -246,8 +215,13 @@ def _fit(data: _Ratings, train_config: TrainConfig, fit_kwargs: dict[str, Any],
     """The fitted model and, with a test file, each epoch's test RMSE.
 
     The engine's per-epoch callback gives each epoch's parameters: the test
-    file is scored on them without letting it pick the returned epoch.
+    file is scored on them without letting it pick the returned epoch. A warm
+    start is resolved here, inside the fit's time.
     """
+    if train_config.init_from is not None:
+        fit_kwargs = {**fit_kwargs, "init": warm_start_from(
+            train_config.init_from, user_ids=data.users["user_id"].to_numpy(),
+            item_ids=data.items["item_id"].to_numpy(), config=train_config, log=log)}
     test_by_epoch: dict[int, float] = {}
     if data.test is not None:
         test = data.test

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 
@@ -47,17 +48,34 @@ def _fit(args: argparse.Namespace) -> int:
         # stderr, so that --json leaves stdout to the one JSON object.
         print(line, file=sys.stderr, flush=True)
 
+    init_from, exported = args.init_from, None
+    if args.warehouse and init_from:  # a published model id: read it back first
+        import tempfile
+
+        from factorflow.stages.current_model import export_current_model
+
+        exported = tempfile.TemporaryDirectory(prefix="factorflow-init-")
+        found = export_current_model(args.warehouse, exported.name, schema=args.schema,
+                                     model_id=None if init_from == "current" else init_from,
+                                     log_fn=progress)
+        init_from = found["model_dir"] or str(Path(exported.name) / "missing")
     try:
         result = fit_files(
             args.train, test_path=args.test, format=args.format, out=args.out,
             valid_fraction=args.valid_fraction, patience=args.patience, log=progress,
             rank=args.rank, epochs=args.epochs, loss=args.loss, optimizer=args.optimizer,
             learning_rate=args.lr, reg=args.reg, restarts=args.restarts, seed=args.seed,
+            init_from=init_from,
         )
     except OSError as exc:  # unreadable path, directory given, disk full on --out
         if isinstance(exc, FileNotFoundError):
             raise
         raise ValueError(str(exc)) from exc
+    finally:
+        if exported is not None:
+            exported.cleanup()
+    if exported is not None and result.get("warm_start_from"):
+        result["warm_start_from"] = found["model_id"]  # the published id, not the temporary copy
     if args.json:
         print(json.dumps(result, allow_nan=False))
         return 0
@@ -143,9 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--valid-fraction", type=float, default=0.0,
                      help="share of each user's train ratings held out for early stopping")
     fit.add_argument("--out", default=None, help="directory for model, id maps, metrics")
+    fit.add_argument("--init-from", default=None, metavar="MODEL_DIR_OR_NPZ",
+                     help="warm start from a previous --out directory (or its model.npz), "
+                          "or with --warehouse a published model id ('current': the current "
+                          "one): known users and items start at their previous factors; a "
+                          "model that cannot be used (rank or loss changed, missing) means a "
+                          "cold start, with a line saying why")
+    fit.add_argument("--warehouse", default=None,
+                     help="with --init-from MODEL_ID: the DuckDB file or postgresql:// URI "
+                          "the model was published to")
+    fit.add_argument("--schema", default="factorflow",
+                     help="with --warehouse: the published schema (default factorflow)")
     fit.add_argument("--json", action="store_true",
                      help="print one JSON object on stdout (progress stays on stderr)")
     fit.set_defaults(func=_fit)
+
+    from factorflow.cli.fold_in_command import add_fold_in_parser
+
+    add_fold_in_parser(sub)
     return parser
 
 

@@ -44,7 +44,18 @@ class TrainConfig(NamedTuple):
         restarts: random restarts trained side by side (vmapped); the one with
             the best validation RMSE (else training loss) is kept.
         patience: with a validation set, stop after this many epochs without a
-            new best validation RMSE; None trains all epochs.
+            new best validation RMSE; None trains all epochs. Gradient
+            optimizers keep the best epoch; Gibbs stops when its averaged
+            model's RMSE has not improved for ``patience`` post-burn-in sweeps
+            and publishes the average so far.
+        init_from: warm start: the path of a previous model (a ``.npz`` of
+            :meth:`~factorflow.engine.model.FactorModel.save`, or a model
+            directory of ``factorflow fit --out`` with its id maps), or None.
+            A request only: the caller that holds the id maps resolves it
+            (:mod:`factorflow.engine.warm`) and passes the result as
+            ``dispatch.fit(init=...)``; the engine itself works on indices.
+            A warm Gibbs fit runs :func:`factorflow.engine.warm.warm_epochs`
+            of ``epochs`` sweeps (8 of 60).
     """
 
     rank: int = TRAIN_DEFAULTS["rank"]
@@ -65,6 +76,7 @@ class TrainConfig(NamedTuple):
     lr_decay: float = 0.01
     restarts: int = 1
     patience: int | None = None
+    init_from: str | None = None
 
 
 def check_config(config: TrainConfig, patience: int | None) -> None:
@@ -85,6 +97,9 @@ def check_config(config: TrainConfig, patience: int | None) -> None:
     if config.optimizer not in OPTIMIZER_NAMES:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; known: {list(OPTIMIZER_NAMES)}")
     check_schedule(config.schedule, config.lr_decay)
+    if config.init_from is not None and not isinstance(config.init_from, str):
+        raise ValueError(f"init_from must be a path (str) or None, got "
+                         f"{type(config.init_from).__name__}: keep TrainConfig JSON-safe")
 
 
 def check_schedule(name: str, final_fraction: float) -> None:

@@ -10,7 +10,9 @@ compiled programs instead of compiling one per request size.
 Whatever the model was trained with (biases off, non-negative factors, a
 custom loss) is already in the arrays: switched-off biases are zeros, so the
 one scoring formula ``mean + b_u + b_i + <p_u, q_i>`` serves every model. The
-training settings are kept only as provenance (``model.config``).
+training settings are kept as provenance (``model.config``); what folding in
+new users and items needs (:mod:`factorflow.engine.fold_in`) is kept as
+``model.fold_in_spec``, saved with the model.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import numpy as np
 from factorflow.engine import dispatch, top_n
 from factorflow.engine.config import TrainConfig
 from factorflow.engine.factors import FactorParams, predict
+from factorflow.engine.fold_in import FoldInSpec, anonymous_row, fold_in_params
+from factorflow.engine.fold_in_priors import (fallback_spec, spec_arrays, spec_from_arrays,
+                                              spec_from_fit)
 from factorflow.engine.memory import ratings_per_chunk, spans, users_per_batch
 from factorflow.engine.results import FitResult
 from factorflow.engine.triplets import Triplets
@@ -67,7 +72,9 @@ class FactorModel:
     After :meth:`fit` the training report is kept as ``model.fit_result``
     (None for models built any other way), so ``fit`` returns just the model;
     ``model.config`` holds the training settings (a dict, None if unknown),
-    and survives :meth:`save` / :meth:`load`.
+    and ``model.fold_in_spec`` what :meth:`fold_in` needs (None if unknown:
+    see :func:`factorflow.engine.fold_in_priors.fallback_spec`); both survive
+    :meth:`save` / :meth:`load`.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class FactorModel:
         *,
         fit_result: FitResult | None = None,
         config: dict[str, Any] | None = None,
+        fold_in_spec: FoldInSpec | None = None,
     ) -> None:
         arrays = FactorParams(*(np.asarray(p, np.float32) for p in params))
         if arrays.user_factors.ndim != 2 or arrays.item_factors.ndim != 2:
@@ -91,6 +99,7 @@ class FactorModel:
         self.params = arrays
         self.fit_result = fit_result
         self.config = None if config is None else dict(config)
+        self.fold_in_spec = fold_in_spec
         self._device_params: FactorParams | None = None
 
     @property
@@ -136,7 +145,8 @@ class FactorModel:
         result = dispatch.fit(
             train, n_users=n_users, n_items=n_items, valid=valid, config=config, **kwargs
         )
-        return cls(result.params, fit_result=result, config=config._asdict())
+        return cls(result.params, fit_result=result, config=config._asdict(),
+                   fold_in_spec=spec_from_fit(result.params, config, result.history))
 
     def _on_device(self) -> FactorParams:
         if self._device_params is None:
@@ -255,12 +265,52 @@ class FactorModel:
             np.clip(scores, *scale, out=scores, where=ids >= 0)
         return ids, scores
 
+    def _spec(self, ratings: Triplets) -> FoldInSpec:
+        return self.fold_in_spec or fallback_spec(self.params, self.config, ratings)
+
+    def fold_in(self, ratings: Triplets) -> "FactorModel":
+        """A new model with the users and items ``ratings`` names past this one's ends.
+
+        Each new row is its conditional mean from its own ratings, the other
+        side held fixed (:func:`factorflow.engine.fold_in.fold_in_params`:
+        ratings between a new user and a new item, or between known rows, are
+        ignored; this model's rows are unchanged). The new model keeps this
+        one's config and fold-in spec.
+        """
+        spec = self._spec(ratings)
+        return FactorModel(fold_in_params(self.params, ratings, spec).params,
+                           config=self.config, fold_in_spec=spec)
+
+    def recommend_for(self, item_ids: np.ndarray, ratings: np.ndarray,
+                      N: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``N`` items for an anonymous user who rated ``item_ids [n]`` ``ratings [n]``.
+
+        The user is folded in (:func:`factorflow.engine.fold_in.anonymous_row`)
+        and scored by :meth:`recommend` without joining the model; the rated
+        items are never returned.
+
+        Returns:
+            ``(ids [N] int32, scores [N] float32)``, best first; id -1 and
+            score -inf where fewer than ``N`` items are left.
+        """
+        item_ids, ratings = np.asarray(item_ids, np.int32), np.asarray(ratings, np.float32)
+        self._check_ids(item_ids, self.n_items, "item_ids")
+        seen = Triplets(np.zeros_like(item_ids), item_ids, ratings)
+        row = anonymous_row(self.params, item_ids, ratings,
+                            self._spec(seen._replace(users=seen.users + self.n_users)))
+        one = FactorModel(self.params._replace(user_bias=row[None, -1],
+                                               user_factors=row[None, :-1]))
+        ids, scores = one.recommend(np.zeros(1, np.int32), N, seen=seen)
+        return ids[0], scores[0]
+
     def save(self, path: str | Path) -> None:
         """Write the parameters, a format version and the training settings
         (JSON text, when known) to an ``.npz`` file, atomically (a temporary
         file beside it, renamed over it when complete)."""
         extras = {} if self.config is None else {
             "config_json": np.array(json.dumps(self.config, sort_keys=True, default=str))}
+        if self.fold_in_spec is not None:
+            extras.update(spec_arrays(self.fold_in_spec))
         save_npz(
             path,
             format_version=np.int32(FORMAT_VERSION),
@@ -286,4 +336,6 @@ class FactorModel:
             raise ArtifactError(path, f"lacks the arrays {missing}")
         with reading(path):
             config = json.loads(str(data["config_json"])) if "config_json" in data else None
-        return cls(FactorParams(*(data[name] for name in _FIELDS)), config=config)
+            spec = spec_from_arrays(data)
+        return cls(FactorParams(*(data[name] for name in _FIELDS)), config=config,
+                   fold_in_spec=spec)

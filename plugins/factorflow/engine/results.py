@@ -24,11 +24,15 @@ class FitResult(NamedTuple):
             ``train_rmse``, ``valid_rmse`` (None without a validation set) and
             ``ratings_per_s`` (epoch 1's includes compiling); each engine adds
             its own keys (see its fit function).
-        best_epoch: 1-based epoch whose parameters are in ``params``.
+        best_epoch: 1-based epoch whose parameters are in ``params`` (Gibbs:
+            the last sweep run).
         seconds: total wall time of the fit.
+        warm_start: the source of the warm start it began from
+            (:attr:`factorflow.engine.warm.WarmStart.source`), None for a cold start.
     """
 
     params: FactorParams
     history: list[dict]
     best_epoch: int
     seconds: float
+    warm_start: str | None = None

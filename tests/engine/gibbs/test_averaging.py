@@ -10,6 +10,7 @@ from factorflow.engine.gibbs.averaging import (
     best_rank_factors,
     kept_stride,
     kept_sweeps,
+    top_rank_factors,
 )
 
 unit = pytest.mark.unit
@@ -74,6 +75,29 @@ class TestBestRankFactors:
 
 
 @unit
+@unit
+class TestTopRankFactors:
+    def test_is_the_truncated_svd_of_the_product_split_evenly(self):
+        rng = np.random.default_rng(5)
+        u, v = rng.normal(size=(9, 6)), rng.normal(size=(7, 6))
+        a, s, bt = np.linalg.svd(u @ v.T)
+        for rank in (1, 3):
+            u2, v2 = top_rank_factors(u, v, rank)
+            assert u2.shape == (9, rank) and v2.shape == (7, rank)
+            np.testing.assert_allclose(u2 @ v2.T, (a[:, :rank] * s[:rank]) @ bt[:rank],
+                                       atol=1e-10)
+            np.testing.assert_allclose(np.linalg.norm(u2, axis=0), np.sqrt(s[:rank]))
+            np.testing.assert_allclose(np.linalg.norm(v2, axis=0), np.sqrt(s[:rank]))
+
+    def test_never_more_columns_than_directions(self):
+        rng = np.random.default_rng(6)
+        u, v = rng.normal(size=(5, 2)) @ np.ones((2, 4)), rng.normal(size=(6, 4))
+        assert top_rank_factors(u, v, 3)[0].shape == (5, 1)  # u has rank 1
+        assert top_rank_factors(np.zeros((3, 2)), v[:, :2], 2)[0].shape == (3, 0)
+        with pytest.raises(ValueError, match="rank must be >= 1"):
+            top_rank_factors(u, v, 0)
+
+
 def test_kept_sweeps_online_and_final():
     assert list(kept_sweeps(60, 2, 16)) == list(range(6, 59, 4))     # stride 4: 14 samples
     assert list(kept_sweeps(6, 2, 16)) == [3, 4, 5, 6]

@@ -118,14 +118,56 @@ def best_rank_factors(u: np.ndarray, v: np.ndarray, *, keep_energy: float = KEEP
     """
     if not 0 < keep_energy <= 1:
         raise ValueError(f"keep_energy must be in (0, 1], got {keep_energy}")
-    (r_u, w_u), (r_v, w_v) = _root(u), _root(v)
-    a, sigma, b_t = np.linalg.svd(r_u @ r_v.T, full_matrices=False)
+    (w_u, a), sigma, (w_v, b) = _product_svd(u, v)
     energy = np.cumsum(sigma**2)
     if not energy.size or energy[-1] <= 0:  # all-zero factors: one zero column says so
         return np.zeros((u.shape[0], 1)), np.zeros((v.shape[0], 1))
     k = min(int(np.searchsorted(energy, keep_energy * energy[-1])) + 1, sigma.size)
     root = np.sqrt(sigma[:k])
-    return u @ (w_u @ (a[:, :k] * root)), v @ (w_v @ (b_t[:k].T * root))
+    return u @ (w_u @ (a[:, :k] * root)), v @ (w_v @ (b[:, :k] * root))
+
+
+def top_rank_factors(u: np.ndarray, v: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best rank-``rank`` approximation of ``u vᵀ``, split symmetrically.
+
+    Same construction as :func:`best_rank_factors` with ``k`` fixed: ``u' =
+    Q_u A_k Σ_k^½``, ``v' = Q_v B_k Σ_k^½``. A warm start
+    (:mod:`factorflow.engine.warm`) uses it to start a rank-``rank`` chain or
+    optimizer from a published Gibbs model, whose factor width is a few times
+    its rank; the symmetric split gives both sides the same scale, as the
+    chain's rows have.
+
+    Args:
+        u: ``[n_users, D]`` factors.
+        v: ``[n_items, D]`` factors.
+        rank: columns wanted, >= 1.
+
+    Returns:
+        ``(u' [n_users, k], v' [n_items, k])`` float64, ``k = min(rank, rank of
+        u vᵀ)`` (fewer than ``rank`` only where the product has fewer
+        directions; an all-zero product gives ``k = 0``).
+    """
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    if not (np.any(u) and np.any(v)):
+        return np.zeros((u.shape[0], 0)), np.zeros((v.shape[0], 0))
+    (w_u, a), sigma, (w_v, b) = _product_svd(u, v)
+    k = min(rank, int(np.count_nonzero(sigma > sigma[0] * 1e-12)))
+    root = np.sqrt(sigma[:k])
+    return u @ (w_u @ (a[:, :k] * root)), v @ (w_v @ (b[:, :k] * root))
+
+
+def _product_svd(u: np.ndarray, v: np.ndarray):
+    """``((W_u [D, r], A), σ, (W_v, B))``: ``u vᵀ = (u W_u A) diag(σ) (v W_v B)ᵀ``, σ descending.
+
+    ``u W_u`` and ``v W_v`` have orthonormal columns (:func:`_root`) and
+    ``R_u R_vᵀ = A diag(σ) Bᵀ``, so ``u W_u A`` and ``v W_v B`` are the
+    product's singular vectors.
+    """
+    (r_u, w_u), (r_v, w_v) = _root(u), _root(v)
+    a, sigma, b_t = np.linalg.svd(r_u @ r_v.T, full_matrices=False)
+    return (w_u, a), sigma, (w_v, b_t.T)
 
 
 class KeptSamples:

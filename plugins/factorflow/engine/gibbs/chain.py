@@ -8,6 +8,13 @@ the hyperparameters and alpha are drawn in NumPy on the host
 side's row prior while the other side's step runs. Random numbers: the fit's
 seeded NumPy generator (standard normals for the rows, exact chi-square and
 Gamma variates for the hyperparameters).
+
+A chain starts at the damped-mean baseline (biases) and small random
+factors, or, warm-started (:class:`factorflow.engine.warm.WarmStart`), at a
+previous model's rows wherever it knew the user or item. Either way the row
+priors and the noise precision are not carried over: the first draws follow
+from the starting rows' statistics and their residuals, so a warm chain's
+hyperparameters are those of the previous model's rows from its first sweep.
 """
 
 from __future__ import annotations
@@ -17,12 +24,16 @@ import concurrent.futures
 import jax
 import numpy as np
 
+from factorflow.engine.factors import FactorParams
 from factorflow.engine.gibbs import kernels, layout, priors
 from factorflow.engine.gibbs.averaging import KeptSamples, average_samples
 from factorflow.engine.metrics import fit_baseline, predict_baseline
 from factorflow.engine.results import TrainingDivergedError
 from factorflow.engine.triplets import Triplets
+from factorflow.engine.warm import WarmStart, blend
 
+#: Ratings a warm chain's first noise estimate looks at (evenly strided).
+_NOISE_SAMPLE = 8192
 _NO_RATINGS = Triplets(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
 
 
@@ -37,7 +48,7 @@ class Chain:
     """
 
     def __init__(self, train: Triplets, valid: Triplets | None, *, n_users: int, n_items: int,
-                 config, loss):
+                 config, loss, init: WarmStart | None = None):
         u, i, r = train
         k, d = config.rank, config.rank + 1
         self.config, self.n_users, self.n_items, self.n_ratings = config, n_users, n_items, len(r)
@@ -56,14 +67,18 @@ class Chain:
                                                         rank=k, loss=loss)
             self.layouts, self.obs, self.has = layout.device_layouts(train, shapes, n_obs,
                                                                      self.mean)
-            x, base = self._initial_rows(train, shapes)
+            x, base = self._initial_rows(train, shapes, init)
             # NumPy values and device_put only: an eager JAX operation would compile.
             obs_v = jax.device_put(layout.pad_obs(*(valid or _NO_RATINGS), n_valid, self.mean))
             self.x = jax.device_put(x)
             score = load_score()
             self.steps = loading.result()
-        # The chain starts at the baseline: its residual variance is the first noise estimate.
-        resid = r - predict_baseline(base, u, i)
+        # The first noise estimate: the residual variance of the rows the chain starts at
+        # (cold: the baseline's, the random factors' share being negligible; warm: on
+        # every s-th rating, ~8k of them: alpha is drawn again after the first half-step).
+        every = max(1, len(r) // _NOISE_SAMPLE)
+        resid = (r - predict_baseline(base, u, i) if init is None else
+                 r[::every] - _predict_rows(x, u[::every], i[::every], rank=k, mean=self.mean))
         self.alpha = 1.0 / max(float(np.var(resid, dtype=np.float64)), 1e-6 * self.var)
         self.mean32 = np.float32(self.mean)
         bounds = np.array([r.min(), r.max()] if config.clip else [-np.inf, np.inf], np.float32)
@@ -74,12 +89,15 @@ class Chain:
             config.max_samples)
         self.ahead = self.draws(0)
 
-    def _initial_rows(self, train: Triplets, shapes):
+    def _initial_rows(self, train: Triplets, shapes, init: WarmStart | None):
         """Rows ``[RU, D]``, ``[RI, D]`` to start from, and the damped-mean baseline.
 
         Factors ``N(0, s0²)``, ``s0 = latent_scale * (var / rank) ** 0.25``;
         biases start at the baseline, so the first sweeps refine a model that
-        already has them instead of finding them.
+        already has them instead of finding them. ``init``'s known rows then
+        replace theirs (:func:`factorflow.engine.warm.blend`; the chain's
+        ``mean`` stays the training mean, the first half-step absorbs the
+        small shift from the previous one).
         """
         c, k, d = self.config, self.config.rank, self.config.rank + 1
         s0 = c.latent_scale * (self.var / k) ** 0.25
@@ -90,6 +108,8 @@ class Chain:
              .astype(np.float32) for n in (shapes[0][0], shapes[1][0])]
         base = fit_baseline(train, n_users=self.n_users, n_items=self.n_items, iters=3)
         x[0][:self.n_users, k], x[1][:self.n_items, k] = base.user_bias, base.item_bias
+        if init is not None:
+            _warm_rows(x, init, self.n_users, self.n_items, k)
         self.row_stats = [priors.row_statistics(x[s], self.has[s]) for s in (0, 1)]
         self.noise_shapes = [a.shape for a in x]
         return x, base
@@ -144,3 +164,21 @@ class Chain:
             self.mean, np.stack([np.asarray(a)[:self.n_users] for a, _ in samples]),
             np.stack([np.asarray(b)[:self.n_items] for _, b in samples]), mask_u, mask_i,
             keep_energy=keep_energy)
+
+
+def _warm_rows(x: list[np.ndarray], init: WarmStart, n_users: int, n_items: int,
+               rank: int) -> None:
+    """Overwrite, in place, the known rows of ``x`` (``[RU, D]``, ``[RI, D]``) with ``init``'s."""
+    u, i = x[0][:n_users], x[1][:n_items]
+    cold = FactorParams(np.float32(0), u[:, rank], i[:, rank], u[:, :rank], i[:, :rank])
+    warm = blend(init, cold)
+    u[:, :rank], i[:, :rank] = warm.user_factors, warm.item_factors
+    u[:, rank], i[:, rank] = warm.user_bias, warm.item_bias
+
+
+def _predict_rows(x: list[np.ndarray], u: np.ndarray, i: np.ndarray, *, rank: int,
+                  mean: float) -> np.ndarray:
+    """``[n]`` float32 predictions of the rows ``x`` for the ``[n]`` ratings ``(u, i)``."""
+    users, items = x[0][u], x[1][i]
+    return (np.float32(mean) + users[:, rank] + items[:, rank]
+            + np.einsum("nk,nk->n", users[:, :rank], items[:, :rank]))

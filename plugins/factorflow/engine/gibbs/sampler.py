@@ -64,6 +64,7 @@ from factorflow.engine.gibbs.chain import Chain
 from factorflow.engine.losses import DataLoss, huber, resolve_loss, squared_error
 from factorflow.engine.results import FitResult, TrainingDivergedError
 from factorflow.engine.triplets import Triplets, check_fit_inputs
+from factorflow.engine.warm import WarmStart
 
 
 class GibbsConfig(NamedTuple):
@@ -89,6 +90,10 @@ class GibbsConfig(NamedTuple):
         keep_energy: share of the averaged factor part's energy the returned
             model keeps, in (0, 1]; None returns all ``S * rank`` columns
             (see :func:`factorflow.engine.gibbs.averaging.best_rank_factors`).
+        patience: with a validation set, stop once the averaged model's
+            validation RMSE has not improved for this many post-burn-in
+            sweeps (the average plateaus rather than rising, so the model at
+            the stop is returned); None runs every sweep.
     """
 
     rank: int = 10
@@ -104,6 +109,7 @@ class GibbsConfig(NamedTuple):
     noise_shape: float = 1.0
     noise_rate: float = 1.0
     keep_energy: float | None = KEEP_ENERGY
+    patience: int | None = None
 
 
 def _check_config(c: GibbsConfig) -> None:
@@ -120,6 +126,8 @@ def _check_config(c: GibbsConfig) -> None:
             raise ValueError(f"{field} must be > 0, got {getattr(c, field)}")
     if c.keep_energy is not None and not 0 < c.keep_energy <= 1:
         raise ValueError(f"keep_energy must be in (0, 1] or None, got {c.keep_energy}")
+    if c.patience is not None and c.patience < 1:
+        raise ValueError(f"patience must be >= 1 or None, got {c.patience}")
     if not c.prior_dof > -1:
         raise ValueError(f"prior_dof must be > -1 (Wishart nu0 > rank), got {c.prior_dof}")
 
@@ -145,6 +153,7 @@ def fit_gibbs(
     loss: str | DataLoss = squared_error,
     log: Callable[[str], None] | None = None,
     on_epoch: Callable[[int, FactorParams], None] | None = None,
+    init: WarmStart | None = None,
 ) -> FitResult:
     """Sample a Bayesian biased factor model; return the averaged model.
 
@@ -159,14 +168,17 @@ def fit_gibbs(
         on_epoch: called after every sweep with ``(sweep, params)``, the
             averaged model so far (NumPy float32; the current sample alone
             before the first kept one; after the last sweep, the returned model).
+        init: a warm start: the chain starts at its known rows (``config``
+            holds its shorter sweeps and burn-in, see ``dispatch.gibbs_config``).
 
     Returns:
         :class:`FitResult`: ``params`` the final averaged model (factors
         ``[n, k]``, ``k <= S * rank``: see ``config.keep_energy``),
-        ``best_epoch = sweeps``, and per sweep ``history``:
-        ``epoch``, ``seconds`` (since the call, compiling included, time in
-        ``on_epoch`` excluded), ``train_loss`` (mean ``loss`` of the averaged
-        model on train, i.e. train RMSE² for squared error), ``train_rmse``,
+        ``best_epoch`` the last sweep run (``sweeps`` unless ``patience``
+        stopped it), and per sweep ``history``: ``epoch``, ``seconds`` (since
+        the call, compiling included, time in ``on_epoch`` excluded),
+        ``train_loss`` (mean ``loss`` of the averaged model on train, i.e.
+        train RMSE² for squared error), ``train_rmse``,
         ``valid_rmse`` (None without ``valid``), ``ratings_per_s`` (sweep 1's
         includes compiling), ``samples`` (kept so far) and ``noise_std``
         (``alpha ** -0.5``); metrics clip when ``config.clip``.
@@ -177,14 +189,12 @@ def fit_gibbs(
     """
     start = time.perf_counter()
     _check_config(config)
-    train, valid = (None if t is None else Triplets(t.users.astype(np.int32),
-                                                    t.items.astype(np.int32),
-                                                    t.ratings.astype(np.float32))
-                    for t in check_fit_inputs(train, valid, n_users=n_users, n_items=n_items))
+    train, valid = _inputs(train, valid, n_users=n_users, n_items=n_items)
     loss = resolve_loss(loss)
     if loss not in _CURVED:
         _check_curvature(loss)
-    chain = Chain(train, valid, n_users=n_users, n_items=n_items, config=config, loss=loss)
+    chain = Chain(train, valid, n_users=n_users, n_items=n_items, config=config, loss=loss,
+                  init=init)
     history: list[dict] = []
     stats, paused, published = (math.nan,) * 3, 0.0, None
     for t in range(1, config.sweeps + 1):
@@ -195,17 +205,44 @@ def fit_gibbs(
         history.append(_record(t, stats, chain, seconds=time.perf_counter() - t0,
                                since_start=time.perf_counter() - start - paused,
                                scored=valid is not None))
+        last = t == config.sweeps or stalled(history, config.burn_in, config.patience)
         if on_epoch is not None:  # the caller's evaluation: not the fit's time
             t1 = time.perf_counter()
-            if t == config.sweeps:  # the last sweep's model is the returned one, cut
+            if last:  # the last sweep's model is the returned one, cut
                 published = chain.averaged(current, config.keep_energy)
-            on_epoch(t, published if t == config.sweeps else chain.averaged(current))
+            on_epoch(t, published if last else chain.averaged(current))
             paused += time.perf_counter() - t1
         if log is not None:
             _log_sweep(log, history[-1], config.sweeps)
+        if last:
+            break
+    if log is not None and t < config.sweeps:
+        log(f"early stop after {config.patience} sweeps without a better valid RMSE of the "
+            f"averaged model; {t} of {config.sweeps} sweeps run")
     if published is None:
-        published = chain.averaged(None, config.keep_energy)
-    return FitResult(published, history, config.sweeps, time.perf_counter() - start)
+        published = chain.averaged(current, config.keep_energy)
+    return FitResult(published, history, t, time.perf_counter() - start,
+                     None if init is None else init.source)
+
+
+def _inputs(train: Triplets, valid: Triplets | None, *, n_users: int, n_items: int):
+    """``(train, valid)`` checked, as int32 indices and float32 ratings."""
+    return (None if t is None else Triplets(t.users.astype(np.int32), t.items.astype(np.int32),
+                                            t.ratings.astype(np.float32))
+            for t in check_fit_inputs(train, valid, n_users=n_users, n_items=n_items))
+
+
+def stalled(history: list[dict], burn_in: int, patience: int | None) -> bool:
+    """Whether ``patience`` post-burn-in sweeps of ``history`` passed without a better valid RMSE.
+
+    Burn-in sweeps do not count: their "averaged model" is the current sample
+    alone. False without ``patience`` or a validation set.
+    """
+    scored = [row["valid_rmse"] for row in history[burn_in:]]
+    if patience is None or not scored or scored[0] is None:
+        return False
+    best = int(np.argmin(scored))
+    return len(scored) - 1 - best >= patience
 
 
 def _record(t: int, stats, chain: Chain, *, seconds: float, since_start: float,

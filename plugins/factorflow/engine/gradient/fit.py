@@ -28,6 +28,7 @@ from factorflow.engine.factors import FactorParams
 from factorflow.engine.losses import DataLoss, get_penalty, resolve_loss, squared_error
 from factorflow.engine.results import FitResult, TrainingDivergedError
 from factorflow.engine.triplets import Triplets, check_fit_inputs
+from factorflow.engine.warm import WarmStart
 from factorflow.engine.gradient.layouts import choose_representation, to_device
 from factorflow.engine.gradient.objective import objective
 from factorflow.engine.gradient.optimizers import (
@@ -91,8 +92,10 @@ class _Run(NamedTuple):
 
 
 def _set_up(train: Triplets, valid: Triplets | None, *, n_users: int, n_items: int,
-            config: TrainConfig, loss: DataLoss, key: jax.Array | None) -> _Run:
-    """Lay the ratings out on the device and initialize every restart's parameters."""
+            config: TrainConfig, loss: DataLoss, key: jax.Array | None,
+            init: WarmStart | None = None) -> _Run:
+    """Lay the ratings out on the device and initialize every restart's parameters
+    (from ``init``'s known rows, when given)."""
     minibatch = config.optimizer in MINIBATCH
     layout = "sparse" if minibatch else choose_representation(
         config.representation, n_ratings=len(train), n_users=n_users, n_items=n_items)
@@ -114,7 +117,7 @@ def _set_up(train: Triplets, valid: Triplets | None, *, n_users: int, n_items: i
     keys, epoch = (key, single_epoch) if R == 1 else (restart_keys(key, R), batched_epoch)
     params, opt_state = init_state(keys, np.float32(mean), hyper, spec=spec, n_users=n_users,
                                    n_items=n_items, rank=config.rank,
-                                   scale=float(config.init_scale), batched=R > 1)
+                                   scale=float(config.init_scale), batched=R > 1, warm=init)
     ratings_per_epoch = len(train) * (1 if minibatch else config.steps_per_epoch) * R
     return _Run(data, valid_data, hyper, spec, keys, epoch, params, opt_state,
                 ratings_per_epoch)
@@ -132,13 +135,16 @@ def fit_gradient(
     patience: int | None = None,
     key: jax.Array | None = None,
     on_epoch: Callable[[int, FactorParams], None] | None = None,
+    init: WarmStart | None = None,
 ) -> FitResult:
     """Train a biased factor model on COO ratings with a gradient optimizer.
 
     The arguments are :func:`factorflow.engine.dispatch.fit`'s, ``config.optimizer``
     a gradient optimizer; ``key`` seeds the initial factors, sgd shuffles and
     restarts (restart ``r`` of ``R > 1`` uses ``jax.random.split(key, R)[r]``),
-    and ``on_epoch`` sees each epoch's parameters of its best restart.
+    and ``on_epoch`` sees each epoch's parameters of its best restart. With
+    ``init`` every restart starts at its known rows (and mean); the other rows
+    and the optimizer's state start as in a cold start.
 
     Returns:
         A :class:`factorflow.engine.results.FitResult`; its ``history`` rows
@@ -159,7 +165,7 @@ def fit_gradient(
     loss_fn = resolve_loss(config.loss if loss is None else loss)
     start = time.perf_counter()
     run = _set_up(train, valid, n_users=n_users, n_items=n_items, config=config, loss=loss_fn,
-                  key=key)
+                  key=key, init=init)
     params, opt_state, R = run.params, run.opt_state, config.restarts
     history: list[dict] = []
     best_params, best_restart_, best_epoch, best_rmse = params, 0, 0, math.inf
@@ -185,7 +191,8 @@ def fit_gradient(
             break
     if R > 1:
         best_params = take_restart(best_params, best_restart_)
-    return FitResult(best_params, history, best_epoch, time.perf_counter() - start)
+    return FitResult(best_params, history, best_epoch, time.perf_counter() - start,
+                     None if init is None else init.source)
 
 
 def _log_epoch(log: Callable[[str], None], row: dict, config: TrainConfig) -> None:

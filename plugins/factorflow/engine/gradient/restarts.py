@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from factorflow.engine.factors import init_params
+from factorflow.engine.factors import init_params, project_nonneg
 from factorflow.engine.gradient.optimizers import make_optimizer, train_epoch
+from factorflow.engine.warm import WarmStart, blend
 
 T = TypeVar("T")
 
@@ -45,7 +46,8 @@ def batched_epoch(params, opt_state, keys, epoch, data, valid, hyper, *, spec):
     )
 
 
-def init_state(keys, mean, hyper, *, spec, n_users, n_items, rank, scale, batched):
+def init_state(keys, mean, hyper, *, spec, n_users, n_items, rank, scale, batched,
+               warm: WarmStart | None = None):
     """Initial ``(params, opt_state)``, for one key or stacked for ``[R]`` keys.
 
     Each restart is initialized on its own (a short Python loop, once per fit,
@@ -63,6 +65,10 @@ def init_state(keys, mean, hyper, *, spec, n_users, n_items, rank, scale, batche
         rank: number of factors.
         scale: initial factor scale.
         batched: give every leaf a leading ``[R]`` axis, one slice per key.
+        warm: a warm start: its known rows (biases, leading factor columns)
+            and mean replace the random ones (projected to ``>= 0`` with
+            ``spec.nonneg``), in every restart; the optimizer state is that of
+            the blended parameters.
 
     Returns:
         ``(FactorParams, optax state)``; restart ``r``'s slice equals the
@@ -72,6 +78,9 @@ def init_state(keys, mean, hyper, *, spec, n_users, n_items, rank, scale, batche
     def one(key):
         params = init_params(key, n_users=n_users, n_items=n_items, rank=rank, mean=mean,
                              scale=scale, nonneg=spec.nonneg)
+        if warm is not None:
+            params = blend(warm, params, jnp, biases=spec.biases)
+            params = project_nonneg(params) if spec.nonneg else params
         return params, make_optimizer(spec, hyper).init(params)
 
     if not batched:

@@ -13,8 +13,20 @@ from airflow.sdk import DAG
 
 from factorflow.airflow.assets import PUBLISHED
 from factorflow.airflow.operators import PublishFactorsOperator, TrainFactorsOperator
-from factorflow.airflow.params import TRAIN_PARAMS, data_params, publish_params, train_params
-from factorflow.airflow.task_groups import Ingest, ingest, publish_kwargs, stage_timings
+from factorflow.airflow.params import (
+    TRAIN_PARAMS,
+    data_params,
+    publish_params,
+    train_params,
+    warm_start_params,
+)
+from factorflow.airflow.task_groups import (
+    Ingest,
+    ingest,
+    previous_model_task,
+    publish_kwargs,
+    stage_timings,
+)
 from factorflow.paths import default_artifacts_dir
 
 ARTIFACTS = default_artifacts_dir()
@@ -31,16 +43,18 @@ with DAG(
     tags=["factorflow", "recommender", "jax"],
     # retry delay: the deployment's [core] default_task_retry_delay (docker-compose: 120 s)
     default_args={"retries": 2, "owner": "factorflow"},
-    params={**data_params(), **train_params(), **publish_params()},
+    params={**data_params(), **train_params(), **warm_start_params(), **publish_params()},
     doc_md=__doc__,
 ) as dag:
     extract, validate, build = ingest(ARTIFACTS)
+    previous = previous_model_task(ARTIFACTS, enabled="{{ params.warm_start }}")
     train = TrainFactorsOperator(
         task_id="train",
         queue=GPU_QUEUE,
         matrix_dir=build.output["matrix_dir"],
         artifacts_dir=ARTIFACTS,
-        train_config={name: "{{ params.%s }}" % name for name in TRAIN_PARAMS},
+        train_config={**{name: "{{ params.%s }}" % name for name in TRAIN_PARAMS},
+                      "init_from": previous.output["model_dir"]},
         top_n="{{ params.top_n }}",
         rating_min="{{ params.rating_min }}",
         rating_max="{{ params.rating_max }}",
@@ -49,7 +63,8 @@ with DAG(
         task_id="publish",
         outlets=PUBLISHED,
         model_dir=train.output["model_dir"],
-        timings=stage_timings(extract=extract, validate=validate, build=build, train=train),
+        timings=stage_timings(extract=extract, validate=validate, build=build,
+                              previous_model=previous, train=train),
         **publish_kwargs(Ingest(extract, validate, build)),
     )
-    build >> train >> publish
+    [build, previous] >> train >> publish

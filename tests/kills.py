@@ -100,13 +100,17 @@ class TaskWatcher(threading.Thread):
             (or one of ``watch``) is seen modified since the try started.
         seed: for the random points (printed by the test, to replay a failure).
         watch: more files whose writing counts for ON_FIRST_WRITE (a warehouse).
+        owns: ``{task_id: path prefixes under run_dir}`` that task writes: tasks
+            running side by side (extract and previous_model) then never have
+            the other's files counted or overwritten. A task not named owns all.
     """
 
     def __init__(self, dsn: str, run_id: str, run_dir: Path, *,
                  kill: dict[str, tuple[float, float] | str] | None = None, seed: int = 0,
-                 watch: tuple[Path, ...] = ()):
+                 watch: tuple[Path, ...] = (), owns: dict[str, tuple[str, ...]] | None = None):
         super().__init__(daemon=True)
         self.dsn, self.run_id, self.run_dir, self.watch = dsn, run_id, run_dir, watch
+        self.owns = owns or {}
         rng = random.Random(seed)
         self.plan = {task: span if span == ON_FIRST_WRITE else rng.uniform(*span)
                      for task, span in (kill or {}).items()}
@@ -161,29 +165,34 @@ class TaskWatcher(threading.Thread):
                     and self._kill_now(seen, now)):
                 os.kill(seen.pid, signal.SIGKILL)
                 seen.killed_after = now - seen.started
-                seen.written = [p.name for p in
-                                self._written_since(seen.started, self.watch, scratch=True)]
+                seen.written = [p.name for p in self._written_since(
+                    seen.started, self.watch, scratch=True, task=seen.task_id)]
         for seen in list(self.tries.values()):
             if seen.killed_after is not None and seen.ended is not None and not seen.poisoned:
                 if self._marked_failed(con, seen):
-                    seen.poisoned = self._poison(seen.started) or ["(none)"]
+                    seen.poisoned = self._poison(seen.started, seen.task_id) or ["(none)"]
                     seen.poisoned_at = time.time()
 
     def _kill_now(self, seen: Try, now: float) -> bool:
         point = self.plan.get(seen.task_id)
         if point == ON_FIRST_WRITE:
-            return bool(self._written_since(seen.started, self.watch, scratch=True))
+            return bool(self._written_since(seen.started, self.watch, scratch=True,
+                                            task=seen.task_id))
         return point is not None and now - seen.started >= point
 
     def _written_since(self, since: float, also: tuple[Path, ...] = (), *,
-                       scratch: bool = False) -> list[Path]:
+                       scratch: bool = False, task: str | None = None) -> list[Path]:
         """Files under the run directory (and ``also``) modified at or after ``since``.
 
         With ``scratch``, factorflow's scratch directories (``.factorflow-*``)
         count too: their files may live for milliseconds, too short to be seen.
+        With ``task``, only the paths it owns (see ``owns``).
         """
         found = []
-        for path in [*self.run_dir.rglob("*"), *also]:
+        prefixes = self.owns.get(task) if task is not None else None
+        mine = [p for p in self.run_dir.rglob("*") if prefixes is None
+                or str(p.relative_to(self.run_dir)).startswith(prefixes)]
+        for path in [*mine, *also]:
             try:
                 wanted = path.is_file() or (scratch and path.name.startswith(".factorflow-"))
                 if wanted and path.stat().st_mtime >= since:
@@ -198,10 +207,10 @@ class TaskWatcher(threading.Thread):
             (self.run_id, seen.task_id)).fetchone()
         return state in ("up_for_retry", "failed", "queued", "scheduled")
 
-    def _poison(self, since: float) -> list[str]:
-        """Overwrite every file under the run directory modified after ``since``."""
+    def _poison(self, since: float, task: str) -> list[str]:
+        """Overwrite every file of ``task`` under the run directory modified after ``since``."""
         poisoned = []
-        for path in self._written_since(since, scratch=True):
+        for path in self._written_since(since, scratch=True, task=task):
             if path.is_file():
                 path.write_bytes(GARBAGE)
             poisoned.append(str(path.relative_to(self.run_dir)) + ("/" if path.is_dir() else ""))

@@ -23,12 +23,13 @@ import pytest
 pytestmark = pytest.mark.integration
 
 DAG_ID = "factorize_ratings"
-CONF = {"rank": 8, "epochs": 20, "top_n": 5, "min_rows": 1000, "seed": 7}
+# warm_start off: every run starts from nothing, so two runs publish the same tables
+CONF = {"rank": 8, "epochs": 20, "top_n": 5, "min_rows": 1000, "seed": 7, "warm_start": False}
 # Enough ratings that every stage's own work (not its imports) is much of its life,
 # so that a random kill point often falls while it writes.
 RATINGS = {"n_users": 3000, "n_items": 1500, "n_ratings": 300_000, "seed": 7}
 WORKERS = {"default_worker": "default", "gpu_worker": "gpu"}
-STAGES = ("extract", "validate", "build", "train", "publish")
+STAGES = ("extract", "validate", "build", "previous_model", "train", "publish")
 # Short enough for a test: the delay before a retry, and how long a try may go
 # without a heartbeat from its supervisor before the scheduler fails it.
 FAULT_SETTINGS = {
@@ -36,6 +37,11 @@ FAULT_SETTINGS = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
 }
+#: What each task writes under the run's artifacts (extract and previous_model run side
+#: by side, so a file's time alone does not say whose it is).
+OWNS = {"extract": ("extract/ratings",), "validate": ("extract/.factorflow-validate-",),
+        "build": ("matrix/",), "previous_model": ("previous/",), "train": ("model/",),
+        "publish": ()}
 #: model_runs columns that differ between two runs of the same data and seed.
 VOLATILE = {"model_id", "dag_run_id", "fit_seconds", "ratings_per_second", "timings",
             "peak_rss_mb", "created_at"}
@@ -183,7 +189,7 @@ def test_a_triggered_run_trains_on_the_gpu_worker(stack, uninterrupted):
     gpu_log, default_log = stack.tail("gpu_worker", 10**7), stack.tail("default_worker", 10**7)
     assert celery_ids["train"] and f"[{celery_ids['train']}] received" in gpu_log
     assert f"[{celery_ids['train']}] received" not in default_log
-    for task in ("extract", "validate", "build", "publish"):
+    for task in ("extract", "validate", "build", "previous_model", "publish"):
         assert f"[{celery_ids[task]}] received" in default_log, task
         assert celery_ids[task] not in gpu_log, task
 
@@ -214,10 +220,12 @@ def test_every_stage_killed_mid_run_is_retried_to_the_same_tables(stack, uninter
     run_id = f"it-kill-{when}"
     run_dir = stack.artifacts / DAG_ID / run_id
     lives = uninterrupted["lifetimes"]
-    plan = {task: ON_FIRST_WRITE if when == "on-its-first-write" else (0.1 * life, 0.6 * life)
-            for task, life in lives.items()}
+    # previous_model writes nothing with warm_start off: it is killed at a random point
+    plan = {task: ON_FIRST_WRITE if when == "on-its-first-write" and task != "previous_model"
+            else (0.1 * life, 0.6 * life) for task, life in lives.items()}
     watcher = TaskWatcher(_metadata_dsn(stack), run_id, run_dir, kill=plan, seed=seed,
-                          watch=(stack.warehouse, stack.warehouse.with_name("warehouse.duckdb.wal")))
+                          watch=(stack.warehouse, stack.warehouse.with_name("warehouse.duckdb.wal")),
+                          owns=OWNS)
     print(f"\nkill seed {seed} (FACTORFLOW_KILL_SEED={seed} replays these points)")
     result = _trigger_and_wait(stack, run_id, watcher)
     for task in STAGES:

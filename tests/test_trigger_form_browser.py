@@ -23,12 +23,13 @@ from tests.conftest import SMALL_DEMO
 pytestmark = pytest.mark.integration
 
 #: Each DAG, in the order its run can succeed (the downstream DAG needs a model).
-DAGS = ("factorize_ratings", "tune_factorization", "recommendations_daily")
+DAGS = ("factorize_ratings", "tune_factorization", "fold_in_new_users", "recommendations_daily")
 ROW = '[role="dialog"] [data-scope="field"][data-part="root"]'
 OPTIONAL = {"warehouse_conn_id", "source_conn_id", "patience", "samples"}
 SECTIONS = {"factorize_ratings": ["Data", "Model", "Gradient optimizers only", "Publishing"],
             "tune_factorization": ["Data", "Sweep", "Model", "Gradient optimizers only",
                                    "Publishing"],
+            "fold_in_new_users": ["Data", "Publishing"],
             "recommendations_daily": ["Data", "Publishing"]}
 
 

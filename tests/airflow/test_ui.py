@@ -25,9 +25,15 @@ def stack(tmp_path_factory, small_model):
 
     root = tmp_path_factory.mktemp("ui")
     warehouse = root / "warehouse.duckdb"
+    publish_small_model(warehouse, small_model, "earlier-run")
     publish_small_model(warehouse, small_model, "demo-run", candidates=[small_model["model_dir"]],
                         run_info={"dag_id": "factorize_ratings", "dag_run_id": "demo-run",
                                   "timings": TIMINGS})
+    import duckdb
+
+    with duckdb.connect(str(warehouse)) as con:  # as a warm-started daily run records it
+        con.execute("UPDATE factorflow.model_runs SET warm_start_from = 'earlier-run' "
+                    "WHERE model_id = 'demo-run'")
     with running_stack(root / "airflow", {"FACTORFLOW_WAREHOUSE": str(warehouse)},
                        api_server_only=True) as stack:
         yield stack
@@ -47,10 +53,13 @@ def test_an_authenticated_user_gets_the_runs_and_curves(stack):
     by_id = {r["model_id"]: r for r in runs}
     assert by_id["demo-run"]["is_current"] and by_id["demo-run"]["valid_rmse"] > 0
     assert by_id["demo-run/candidate-0"]["candidate_of"] == "demo-run"
+    assert by_id["demo-run"]["warm_start_from"] == "earlier-run"
+    assert by_id["earlier-run"]["warm_start_from"] is None
     # each stage's wall time and peak memory, in the API and on the page
     assert by_id["demo-run"]["stages"] == TIMINGS
     status, page = stack.request("GET", "/factorflow/")
     assert status == 200 and "stages: wall s · peak RSS MB" in page
+    assert "<th>warm start from</th>" in page and "<td>earlier-run</td>" in page
     assert "extract 1.2 s · 312 MB<br>train 42.5 s · 1,843 MB" in page
     import urllib.request
 

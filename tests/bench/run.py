@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tests.bench import movielens, report
+from tests.bench import fold_in, movielens, report, warm_start
 from tests.bench.common import BENCH_DIR, GB, ROOT, java_version, machine, progress, run_json, versions
 
 
@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    choices=movielens.METHODS)
     p.add_argument("--timeout", type=float, default=900, help="seconds per fold / per stage")
     p.add_argument("--skip-movielens", action="store_true")
+    p.add_argument("--skip-daily", action="store_true",
+                   help="skip the warm-start and fold-in rows (MovieLens 100K)")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-scale", action="store_true", help="skip the 25M-rating fit (long)")
     p.add_argument("--rank", type=int, default=64, help="rank of the synthetic stages")
@@ -127,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         if "skipped" in results["movielens"]:
             print(f"MovieLens: skipped: {results['movielens']['skipped']}")
         results["versions"].update(peer_versions(results["movielens"]))
+    if not args.skip_daily:
+        progress("warm start: cold vs warm fits on the MovieLens 100K folds")
+        results["warm_start"] = warm_start.run(args.data_dir, args.folds)
+        progress("fold-in: held-out users folded in vs a retrain")
+        results["fold_in"] = fold_in.run(args.data_dir)
     results["throughput"] = {"skipped": "--skip-throughput"} if args.skip_throughput \
         else throughput(args)
     results["scale"] = {"skipped": "--skip-scale"} if args.skip_scale else scale(args)

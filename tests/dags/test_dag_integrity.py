@@ -57,7 +57,8 @@ def dags():
 
 
 def test_every_dag_has_tags_retries_and_owner(dags):
-    assert set(dags) == {"factorize_ratings", "recommendations_daily", "tune_factorization"}
+    assert set(dags) == {"factorize_ratings", "recommendations_daily", "tune_factorization",
+                         "fold_in_new_users"}
     for dag_id, dag in dags.items():
         assert dag.tags, f"{dag_id} has no tags"
         for task in dag.tasks:
@@ -67,11 +68,25 @@ def test_every_dag_has_tags_retries_and_owner(dags):
 
 def test_factorize_ratings_shape(dags):
     dag = dags["factorize_ratings"]
-    assert [t.task_id for t in dag.topological_sort()] == [
-        "extract", "validate", "build", "train", "publish"]
+    order = [t.task_id for t in dag.topological_sort()]
+    assert set(order) == {"extract", "validate", "build", "previous_model", "train", "publish"}
+    assert order.index("extract") < order.index("validate") < order.index("build")
+    assert order[-2:] == ["train", "publish"]
+    assert dag.get_task("train").upstream_task_ids == {"build", "previous_model"}
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert dag.get_task("train").queue == "gpu"
-    assert all(dag.get_task(t).queue != "gpu" for t in ("extract", "validate", "build", "publish"))
+    assert all(dag.get_task(t).queue != "gpu"
+               for t in ("extract", "validate", "build", "previous_model", "publish"))
+    assert dag.params["warm_start"] is True
     for name in ("source_table", "rank", "epochs", "learning_rate", "reg", "seed"):
         assert name in dag.params
     assert dag.params.get_param("rank").schema["maximum"] == 1024
+
+
+def test_fold_in_new_users_shape(dags):
+    dag = dags["fold_in_new_users"]
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "previous_model", "extract", "fold_in", "publish"]
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert all(t.queue != "gpu" for t in dag.tasks)  # a fold-in is a few small solves
+    assert {"warehouse", "source_table", "schema", "top_n", "keep"} <= set(dag.params)

@@ -15,7 +15,7 @@ from tests.warehouses import duckdb_snapshot
 
 pytestmark = pytest.mark.integration
 
-TASKS = ("extract", "validate", "build", "train", "publish")
+TASKS = ("extract", "validate", "build", "previous_model", "train", "publish")
 CONF = {"rank": 8, "epochs": 40, "top_n": 5, "min_rows": 1000}
 
 
@@ -116,7 +116,9 @@ def test_every_task_pushes_its_wall_time_and_peak_memory(good_run):
         summary = json.loads(json.dumps(xcoms[task, "return_value"]))
         assert (summary["seconds"], summary["peak_rss_mb"]) == (seconds, peak)
         # a whole Python process with Airflow and the stage's libraries loaded is > 100 MB
-        assert seconds > 0 and 100 < peak < 16_000, (task, seconds, peak)
+        assert 100 < peak < 16_000, (task, seconds, peak)
+        # with nothing published yet, previous_model answers in well under a millisecond
+        assert seconds >= 0 if task == "previous_model" else seconds > 0, (task, seconds)
 
 
 BAD_TABLES = {

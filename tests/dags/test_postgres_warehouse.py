@@ -33,7 +33,8 @@ def test_the_dag_runs_on_a_postgres_warehouse(dags, postgres_backend):
     conf = {"warehouse_conn_id": CONN_ID, "source_table": f"{pg.schema}.ratings",
             "schema": pg.schema, **CONF}
     run = dags["factorize_ratings"].test(run_conf=conf)
-    assert task_states(run) == {t: "success" for t in ("extract", "validate", "build", "train", "publish")}
+    assert task_states(run) == {t: "success" for t in ("extract", "validate", "build",
+                                                        "previous_model", "train", "publish")}
     [(model_id, n_users, n_items, rmse, baseline, params)] = pg.fetch(
         "SELECT model_id, n_users, n_items, valid_rmse, baseline_valid_rmse, params "
         "FROM {schema}.model_runs")

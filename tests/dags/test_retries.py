@@ -25,8 +25,10 @@ RETRIES = 2  # the DAGs' default_args
 # Every run names every field it relies on: dag.test() keeps a run's Params in
 # the DAG's own Param objects, so a field left out keeps the previous run's value.
 CONF = {"source_table": "raw.ratings", "rank": 8, "epochs": 10, "top_n": 5, "min_rows": 1000,
-        "optimizer": "adam", "learning_rate": 0.05, "patience": None,
-        "warehouse_conn_id": None}
+        "optimizer": "adam", "learning_rate": 0.05, "patience": None, "restarts": 1,
+        "warehouse_conn_id": None,
+        # previous_model would wait out the same lock: these tests are about extract's
+        "warm_start": False}
 PG_CONN_ID = "factorflow_test_refused"
 
 
@@ -62,7 +64,7 @@ def _output(capfd) -> str:
 
 @pytest.mark.parametrize("conf, message", [
     ({"optimizer": "sgd", "learning_rate": 10.0}, "training diverged at epoch"),
-    ({"optimizer": "gibbs", "patience": 5}, "optimizer 'gibbs' does not take patience"),
+    ({"optimizer": "gibbs", "restarts": 2}, "optimizer 'gibbs' does not take restarts"),
 ], ids=["loss-diverges", "engine-refuses-a-setting"])
 def test_a_deterministic_train_failure_fails_after_one_try(dag, warehouse, conf, message, capfd):
     run = dag.test(run_conf={**CONF, "warehouse": str(warehouse), **conf})

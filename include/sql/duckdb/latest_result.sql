@@ -19,9 +19,12 @@ SELECT min(user_id) FROM {schema}.predictions WHERE model_id = $model_id
 -- name: model_runs
 -- Every kept model run (published models and sweep candidates), newest first.
 -- peak_rss_mb is read through the row's JSON: a warehouse last published to
--- before the column existed (it is added at the next publish) still lists.
+-- before the column existed (it is added at the next publish) still lists;
+-- so are warm_start_from and parent_model_id.
 SELECT r.model_id, r.created_at, r.dag_run_id, r.rank, r.loss, r.optimizer, r.epochs_run,
        r.valid_rmse, r.baseline_valid_rmse, r.fit_seconds, r.candidate_of,
+       CAST(to_json(r)->>'warm_start_from' AS VARCHAR) AS warm_start_from,
+       CAST(to_json(r)->>'parent_model_id' AS VARCHAR) AS parent_model_id,
        CAST(r.timings AS VARCHAR) AS timings,
        CAST(to_json(r)->'peak_rss_mb' AS VARCHAR) AS peak_rss_mb,
        r.model_id IN (SELECT model_id FROM {schema}.current_pointer) AS is_current

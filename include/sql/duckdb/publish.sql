@@ -49,6 +49,12 @@ ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS global_mean DOUBLE;
 ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS candidate_of VARCHAR;
 -- Stage -> peak RSS in MB (timings: stage -> seconds); NULL in earlier runs.
 ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS peak_rss_mb JSON;
+-- Warm start and fold-in (NULL in earlier runs): the model this one started from, the
+-- model a fold-in extends (its rows are copied), and the engine's settings (TrainConfig
+-- and what a fold-in needs), so a published model can be loaded back as a FactorModel.
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS warm_start_from VARCHAR;
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS parent_model_id VARCHAR;
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS model_config JSON;
 
 -- name: create_pointer
 -- Which kept model the current_* views show: the newest publish, or a rollback.
@@ -122,12 +128,13 @@ SELECT * FROM (VALUES (
     $n_ratings, $n_train, $n_valid, $rank, $loss, $optimizer, $epochs_run, $best_epoch, $train_rmse,
     $train_mae, $valid_rmse, $valid_mae, $baseline_valid_rmse, $baseline_valid_mae,
     $fit_seconds, $ratings_per_second, $timings::JSON, $peak_rss_mb::JSON, $history::JSON,
-    $global_mean, $candidate_of, now()::TIMESTAMP
+    $global_mean, $candidate_of, $warm_start_from, $parent_model_id, $model_config::JSON,
+    now()::TIMESTAMP
 )) AS run(model_id, dag_id, dag_run_id, source_table, params, n_users, n_items,
           n_ratings, n_train, n_valid, rank, loss, optimizer, epochs_run, best_epoch, train_rmse,
           train_mae, valid_rmse, valid_mae, baseline_valid_rmse, baseline_valid_mae,
           fit_seconds, ratings_per_second, timings, peak_rss_mb, history, global_mean,
-          candidate_of, created_at)
+          candidate_of, warm_start_from, parent_model_id, model_config, created_at)
 
 -- name: point_current
 INSERT OR REPLACE INTO {schema}.current_pointer VALUES ('current', $model_id)
@@ -195,3 +202,23 @@ SELECT count(*) FROM {schema}.model_runs WHERE model_id = $model_id AND candidat
 -- its views cast to fixed-size FLOAT[width] arrays).
 SELECT len(factors) FROM {schema}.user_factors WHERE model_id = $model_id LIMIT 1
 
+
+-- name: current_model_id
+SELECT model_id FROM {schema}.current_pointer WHERE name = 'current'
+
+-- name: copy_parent_rows
+-- A fold-in's derived model: every row of the model it extends, under the new id.
+-- Its own rows are inserted first, and win: the predictions are copied while
+-- the new id holds only those rows, then the factors the parent alone has.
+INSERT INTO {schema}.predictions (model_id, user_id, item_id, score, rank)
+SELECT $model_id, user_id, item_id, score, rank FROM {schema}.predictions p
+WHERE p.model_id = $parent AND NOT EXISTS (
+    SELECT 1 FROM {schema}.user_factors n WHERE n.model_id = $model_id AND n.user_id = p.user_id);
+INSERT INTO {schema}.user_factors (model_id, user_id, bias, factors)
+SELECT $model_id, user_id, bias, factors FROM {schema}.user_factors p
+WHERE p.model_id = $parent AND NOT EXISTS (
+    SELECT 1 FROM {schema}.user_factors n WHERE n.model_id = $model_id AND n.user_id = p.user_id);
+INSERT INTO {schema}.item_factors (model_id, item_id, bias, factors, n_ratings, mean_rating)
+SELECT $model_id, item_id, bias, factors, n_ratings, mean_rating FROM {schema}.item_factors p
+WHERE p.model_id = $parent AND NOT EXISTS (
+    SELECT 1 FROM {schema}.item_factors n WHERE n.model_id = $model_id AND n.item_id = p.item_id)

@@ -56,7 +56,13 @@ CREATE TABLE IF NOT EXISTS {schema}.model_runs (
 -- A sweep's candidates: rows with the published model's id here, no factors.
 ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS candidate_of TEXT;
 -- Stage -> peak RSS in MB (timings: stage -> seconds); NULL in earlier runs.
-ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS peak_rss_mb JSONB
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS peak_rss_mb JSONB;
+-- Warm start and fold-in (NULL in earlier runs): the model this one started from, the
+-- model a fold-in extends (its rows are copied), and the engine's settings (TrainConfig
+-- and what a fold-in needs), so a published model can be loaded back as a FactorModel.
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS warm_start_from TEXT;
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS parent_model_id TEXT;
+ALTER TABLE {schema}.model_runs ADD COLUMN IF NOT EXISTS model_config JSONB
 
 -- name: create_pointer
 -- Which kept model the current_* views show: the newest publish, or a rollback.
@@ -122,9 +128,11 @@ $$;
 -- only when needed.
 SELECT (SELECT count(*) FROM information_schema.columns
         WHERE table_schema = %(schema)s
-          AND ((table_name = 'model_runs' AND column_name IN ('candidate_of', 'peak_rss_mb'))
+          AND ((table_name = 'model_runs'
+                AND column_name IN ('candidate_of', 'peak_rss_mb', 'warm_start_from',
+                                    'parent_model_id', 'model_config'))
                OR (table_name = 'item_factors'
-                   AND column_name IN ('n_ratings', 'mean_rating')))) = 4,
+                   AND column_name IN ('n_ratings', 'mean_rating')))) = 7,
        (SELECT count(*) FROM information_schema.views
         WHERE table_schema = %(schema)s
           AND table_name IN ('current_model', 'current_user_factors', 'current_item_factors',
@@ -157,14 +165,15 @@ INSERT INTO {schema}.model_runs (
     model_id, dag_id, dag_run_id, source_table, params, n_users, n_items,
     n_ratings, n_train, n_valid, rank, loss, optimizer, epochs_run, best_epoch, train_rmse,
     train_mae, valid_rmse, valid_mae, baseline_valid_rmse, baseline_valid_mae,
-    fit_seconds, ratings_per_second, timings, history, global_mean, candidate_of, peak_rss_mb
+    fit_seconds, ratings_per_second, timings, history, global_mean, candidate_of, peak_rss_mb,
+    warm_start_from, parent_model_id, model_config
 ) VALUES (
     %(model_id)s, %(dag_id)s, %(dag_run_id)s, %(source_table)s, %(params)s::jsonb, %(n_users)s,
     %(n_items)s, %(n_ratings)s, %(n_train)s, %(n_valid)s, %(rank)s, %(loss)s, %(optimizer)s,
     %(epochs_run)s, %(best_epoch)s, %(train_rmse)s, %(train_mae)s, %(valid_rmse)s, %(valid_mae)s,
     %(baseline_valid_rmse)s, %(baseline_valid_mae)s, %(fit_seconds)s, %(ratings_per_second)s,
     %(timings)s::jsonb, %(history)s::jsonb, %(global_mean)s, %(candidate_of)s,
-    %(peak_rss_mb)s::jsonb
+    %(peak_rss_mb)s::jsonb, %(warm_start_from)s, %(parent_model_id)s, %(model_config)s::jsonb
 )
 
 -- name: point_current
@@ -229,3 +238,23 @@ UPDATE {schema}.current_pointer SET model_id = %(model_id)s WHERE name = 'curren
 
 -- name: model_exists
 SELECT count(*) FROM {schema}.model_runs WHERE model_id = %(model_id)s AND candidate_of IS NULL
+
+-- name: current_model_id
+SELECT model_id FROM {schema}.current_pointer WHERE name = 'current'
+
+-- name: copy_parent_rows
+-- A fold-in's derived model: every row of the model it extends, under the new id.
+-- Its own rows are inserted first, and win: the predictions are copied while
+-- the new id holds only those rows, then the factors the parent alone has.
+INSERT INTO {schema}.predictions (model_id, user_id, item_id, score, rank)
+SELECT %(model_id)s, user_id, item_id, score, rank FROM {schema}.predictions p
+WHERE p.model_id = %(parent)s AND NOT EXISTS (
+    SELECT 1 FROM {schema}.user_factors n WHERE n.model_id = %(model_id)s AND n.user_id = p.user_id);
+INSERT INTO {schema}.user_factors (model_id, user_id, bias, factors)
+SELECT %(model_id)s, user_id, bias, factors FROM {schema}.user_factors p
+WHERE p.model_id = %(parent)s AND NOT EXISTS (
+    SELECT 1 FROM {schema}.user_factors n WHERE n.model_id = %(model_id)s AND n.user_id = p.user_id);
+INSERT INTO {schema}.item_factors (model_id, item_id, bias, factors, n_ratings, mean_rating)
+SELECT %(model_id)s, item_id, bias, factors, n_ratings, mean_rating FROM {schema}.item_factors p
+WHERE p.model_id = %(parent)s AND NOT EXISTS (
+    SELECT 1 FROM {schema}.item_factors n WHERE n.model_id = %(model_id)s AND n.item_id = p.item_id)

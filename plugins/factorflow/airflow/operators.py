@@ -315,9 +315,13 @@ class PublishFactorsOperator(_StageOperator):
                             model_dir=self.model_dir, matrix_dir=self.matrix_dir,
                             schema=self.schema, run_info=info, keep=int(self.keep),
                             candidates=list(self.candidates or ()))
-        # Consumers scheduled on these assets learn where the new model is.
-        for asset in self.outlets:
-            context["outlet_events"][asset].extra = {
-                "warehouse": str(self.warehouse), "warehouse_conn_id": self.warehouse_conn_id or "",
-                "schema": self.schema, "model_id": summary["model_id"]}
+        announce(self, context, summary["model_id"])
         return summary
+
+
+def announce(task: Any, context: "Context", model_id: str) -> None:
+    """Tell consumers scheduled on ``task``'s outlet assets where the new model is."""
+    for asset in task.outlets:
+        context["outlet_events"][asset].extra = {
+            "warehouse": str(task.warehouse), "warehouse_conn_id": task.warehouse_conn_id or "",
+            "schema": task.schema, "model_id": model_id}

@@ -140,11 +140,11 @@ def train_params() -> dict[str, Param]:
                       description="Data loss: %s (JAX derives its gradient)."
                                   % loss_choices(loss_modules())),
         "patience": field(None, type=["null", "integer"], minimum=1, maximum=10_000,
-                          section=GRADIENT,
+                          section=MODEL,
                           description="Optional. Stop after this many epochs without a better "
-                                      "validation RMSE and keep the best one; empty: never "
-                                      "stop early. gibbs averages its samples instead and "
-                                      "refuses it."),
+                                      "validation RMSE; empty: never stop early. Gradient "
+                                      "optimizers keep their best epoch; gibbs stops when its "
+                                      "averaged model stops improving and keeps the average."),
         "learning_rate": field(TRAIN_DEFAULTS["learning_rate"], type="number",
                                exclusiveMinimum=0, maximum=10, section=GRADIENT,
                                description="Step size of the gradient optimizers; gibbs "
@@ -157,6 +157,19 @@ def train_params() -> dict[str, Param]:
                           description="Random restarts trained together by the gradient "
                                       "optimizers; the best by validation loss is kept. "
                                       "gibbs runs one chain and refuses more."),
+    }
+
+
+def warm_start_params() -> dict[str, Param]:
+    """Whether a run builds on the current published model (factorize_ratings)."""
+    return {
+        "warm_start": field(True, type="boolean", section=MODEL,
+                            description="Start from the current published model of the same "
+                                        "schema: known users and items keep their factors, new "
+                                        "ones start as in a cold start, and gibbs runs a "
+                                        "quarter of its sweeps. A model of another rank or "
+                                        "loss, or none at all, gives a cold start (the train "
+                                        "log says why)."),
     }
 
 

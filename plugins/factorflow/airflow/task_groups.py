@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from factorflow.airflow.model_operators import PreviousModelOperator
 from factorflow.airflow.operators import (
     BuildMatricesOperator,
     ExtractRatingsOperator,
@@ -21,15 +22,34 @@ class Ingest(NamedTuple):
     build: BuildMatricesOperator
 
 
-def ingest(artifacts_dir: str) -> Ingest:
-    """extract >> validate >> build, wired to the DAG's Params."""
-    extract = ExtractRatingsOperator(
+def extract_task(artifacts_dir: str) -> ExtractRatingsOperator:
+    """The ``extract`` task, wired to the DAG's Params (a DAG without ``source_conn_id``
+    reads the source from the warehouse)."""
+    return ExtractRatingsOperator(
         task_id="extract",
         warehouse="{{ params.warehouse }}",
-        warehouse_conn_id="{{ params.source_conn_id or params.warehouse_conn_id }}",
+        warehouse_conn_id="{{ params.get('source_conn_id') or params.warehouse_conn_id }}",
         source_table="{{ params.source_table }}",
         artifacts_dir=artifacts_dir,
     )
+
+
+def previous_model_task(artifacts_dir: str, **kwargs: Any) -> PreviousModelOperator:
+    """The ``previous_model`` task reading the current model of the run's schema
+    (kwargs: :class:`PreviousModelOperator`'s, e.g. ``enabled``)."""
+    return PreviousModelOperator(
+        task_id="previous_model",
+        warehouse="{{ params.warehouse }}",
+        warehouse_conn_id="{{ params.warehouse_conn_id }}",
+        schema="{{ params.schema }}",
+        artifacts_dir=artifacts_dir,
+        **kwargs,
+    )
+
+
+def ingest(artifacts_dir: str) -> Ingest:
+    """extract >> validate >> build, wired to the DAG's Params."""
+    extract = extract_task(artifacts_dir)
     validate = ValidateRatingsOperator(
         task_id="validate",
         ratings_path=extract.output["path"],

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 COLUMNS = (("model_id", "model"), ("created_at", "published"), ("rank", "rank"),
            ("optimizer", "optimizer"), ("loss", "loss"), ("epochs_run", "epochs"),
            ("valid_rmse", "valid RMSE"), ("baseline_valid_rmse", "bias-only RMSE"),
-           ("fit_seconds", "fit s"), ("stages", "stages: wall s · peak RSS MB"))
+           ("fit_seconds", "fit s"), ("warm_start_from", "warm start from"),
+           ("parent_model_id", "folded into"), ("stages", "stages: wall s · peak RSS MB"))
 
 
 def _warehouse() -> tuple[str, str]:

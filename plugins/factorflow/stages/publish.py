@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from factorflow.engine.artifacts import disk_space
+from factorflow.stages.staged import StagedModel, factor_table, item_statistics, prediction_table
 from factorflow.warehouse import open_warehouse
 from factorflow.warehouse.identifiers import quote_identifier
 
@@ -28,105 +29,6 @@ METRIC_COLUMNS = (
     "valid_mae", "baseline_valid_rmse", "baseline_valid_mae", "fit_seconds",
     "ratings_per_second",
 )
-
-
-class StagedModel(NamedTuple):
-    """One model, ready to publish.
-
-    Attributes:
-        model_id: the key its rows are stored under.
-        users: Arrow table ``(id, bias FLOAT, factors LIST<FLOAT>)``, one row per user.
-        items: the same for items, plus ``n_ratings`` (INT64) and ``mean_rating``
-            (DOUBLE, null without ratings) over the training ratings the model
-            was fit on: what the cold-start lists rank by.
-        predictions: Arrow table ``(user_id, item_id, score, rank)``, top-N per user.
-        run: the ``model_runs`` row (JSON columns as JSON text).
-        metrics: the train stage's metrics (valid_rmse, baseline_valid_rmse, ...).
-        candidates: ``model_runs`` rows of a sweep's candidates (no factors),
-            each with ``candidate_of`` = ``model_id``.
-    """
-
-    model_id: str
-    users: Any
-    items: Any
-    predictions: Any
-    run: dict[str, Any]
-    metrics: dict[str, Any]
-    candidates: tuple[dict[str, Any], ...] = ()
-
-    def id_kind(self, which: str) -> str:
-        """``"integer"`` or ``"string"``: the kind of the user or item ids."""
-        import pyarrow as pa
-
-        arrow_type = (self.users if which == "user" else self.items).schema.field("id").type
-        if pa.types.is_integer(arrow_type):
-            return "integer"
-        if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-            return "string"
-        raise ValueError(f"unsupported {which} id type {arrow_type}: ids must be integers or strings")
-
-    @property
-    def width(self) -> int:
-        """Factor columns per user/item (``rank``; ``rank x samples`` for Gibbs)."""
-        return len(self.users["factors"][0]) if self.users.num_rows else 0
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-safe row counts and headline metrics."""
-        return {"model_id": self.model_id, "user_factors": self.users.num_rows,
-                "item_factors": self.items.num_rows, "predictions": self.predictions.num_rows,
-                "valid_rmse": self.metrics.get("valid_rmse"),
-                "baseline_valid_rmse": self.metrics.get("baseline_valid_rmse")}
-
-
-def _factor_table(ids: Any, bias: np.ndarray, factors: np.ndarray) -> Any:
-    """Arrow table ``(id, bias, factors LIST<FLOAT>)`` without copying the factors."""
-    import pyarrow as pa
-
-    n, rank = factors.shape
-    flat = pa.array(np.ascontiguousarray(factors, np.float32).reshape(-1))
-    offsets = pa.array(np.arange(0, (n + 1) * rank, rank, dtype=np.int32))
-    return pa.table({
-        "id": ids,
-        "bias": pa.array(np.asarray(bias, np.float32)),
-        "factors": pa.ListArray.from_arrays(offsets, flat),
-    })
-
-
-def _item_statistics(train_path: Path, n_items: int) -> tuple[Any, Any]:
-    """Arrow ``(n_ratings [n_items] int64, mean_rating [n_items] float64)`` of the train split.
-
-    Counted at publish time from the build stage's ``train.npz`` (the ratings
-    the model was fit on), so a kept model's popularity lists need nothing but
-    its own rows. An item without training ratings has count 0 and a null mean.
-    """
-    import pyarrow as pa
-
-    from factorflow.engine.triplets import Triplets
-    from factorflow.engine.artifacts import reading
-
-    with reading(train_path, task="build"):
-        train = Triplets.load(train_path)
-    counts = np.bincount(train.items, minlength=n_items)
-    sums = np.bincount(train.items, weights=train.ratings.astype(np.float64), minlength=n_items)
-    means = np.divide(sums, counts, out=np.zeros(n_items), where=counts > 0)
-    return (pa.array(counts.astype(np.int64)),
-            pa.array(means, mask=counts == 0))
-
-
-def _prediction_table(user_ids: Any, item_ids: Any, top_items: np.ndarray,
-                      top_scores: np.ndarray) -> Any:
-    """Long Arrow table of the top-N lists; padding slots (item -1) are dropped."""
-    import pyarrow as pa
-
-    n_users, n = top_items.shape
-    keep = top_items.reshape(-1) >= 0
-    users = np.repeat(np.arange(n_users), n)[keep]
-    return pa.table({
-        "user_id": user_ids.take(pa.array(users)),
-        "item_id": item_ids.take(pa.array(top_items.reshape(-1)[keep])),
-        "score": pa.array(top_scores.reshape(-1)[keep].astype(np.float32)),
-        "rank": pa.array(np.tile(np.arange(1, n + 1, dtype=np.int32), n_users)[keep]),
-    })
 
 
 def stage_figures(timings: Mapping[str, Any]) -> dict[str, str]:
@@ -156,7 +58,8 @@ def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
         metrics = json.loads((model_dir / METRICS_FILE).read_text())
         if not isinstance(metrics, dict):
             raise ValueError("not the train stage's metrics")
-    global_mean = float(_train_arrays(model_dir / MODEL_FILE, ("mean",))["mean"])
+    arrays = _train_arrays(model_dir / MODEL_FILE, ("mean",))
+    model_config = _model_config(arrays)
     config = metrics.get("config", {})
     params = dict(info.get("params", {}))
     if candidate_of is not None:  # a candidate's params: the run's, with its own settings
@@ -177,9 +80,27 @@ def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
         "optimizer": config.get("optimizer"),
         **stage_figures(info.get("timings", {})),
         "history": json.dumps(metrics.get("history", [])),
-        "global_mean": global_mean,
+        "global_mean": float(arrays["mean"]),
         "candidate_of": candidate_of,
+        "warm_start_from": metrics.get("warm_start_from"),
+        "parent_model_id": None,
+        "model_config": model_config,
     }, metrics
+
+
+#: Arrays of a model file that are its parameters or format, not its settings.
+_MODEL_ARRAYS = ("format_version", "config_json", "mean", "user_bias", "item_bias",
+                 "user_factors", "item_factors")
+
+
+def _model_config(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """``model_runs.model_config``: the training settings and every small array the model
+    file keeps beside its parameters (e.g. the fold-in prior), so that the published
+    model can be loaded back as the same :class:`~factorflow.engine.FactorModel`."""
+    if "config_json" not in arrays:
+        return None
+    extras = {k: v.tolist() for k, v in arrays.items() if k not in _MODEL_ARRAYS}
+    return json.dumps({"config": json.loads(str(arrays["config_json"])), "arrays": extras})
 
 
 def _train_arrays(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -236,13 +157,13 @@ def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
                           ((USERS_FILE, "user_id"), (ITEMS_FILE, "item_id")))
     m = _train_arrays(model_dir / MODEL_FILE, ("user_bias", "user_factors", "item_bias",
                                                "item_factors"))
-    users = _factor_table(user_ids, m["user_bias"], m["user_factors"])
-    items = _factor_table(item_ids, m["item_bias"], m["item_factors"])
+    users = factor_table(user_ids, m["user_bias"], m["user_factors"])
+    items = factor_table(item_ids, m["item_bias"], m["item_factors"])
     for name, column in zip(("n_ratings", "mean_rating"),
-                            _item_statistics(matrix_dir / TRAIN_FILE, items.num_rows)):
+                            item_statistics(matrix_dir / TRAIN_FILE, items.num_rows)):
         items = items.append_column(name, column)
     rec = _train_arrays(model_dir / RECOMMENDATIONS_FILE, ("items", "scores"))
-    predictions = _prediction_table(user_ids, item_ids, rec["items"], rec["scores"])
+    predictions = prediction_table(user_ids, item_ids, rec["items"], rec["scores"])
     for name, table in (("user", users), ("item", items)):
         values = table["factors"].combine_chunks().flatten().to_numpy()
         if not (np.isfinite(values).all() and np.isfinite(table["bias"].to_numpy()).all()):

@@ -26,6 +26,8 @@ import numpy as np
 MODEL_FILE = "model.npz"
 METRICS_FILE = "metrics.json"
 RECOMMENDATIONS_FILE = "recommendations.npz"
+#: In an exported published model (:mod:`factorflow.stages.current_model`): its model_runs fields.
+MODEL_INFO_FILE = "model.json"
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +155,17 @@ def train_factors(
     data, scale, train_config = _load(matrix_dir, config, rating_min, rating_max, step, log_fn)
     n_users, n_items = data.summary["n_users"], data.summary["n_items"]
 
+    init, warm_from = None, None
+    if train_config.init_from:
+        with step("warm", "matching the previous model's rows"):
+            init, warm_from = _warm_start(train_config, data, log_fn)
     with step("fit", f"fitting the model (rank {train_config.rank}, {train_config.optimizer})"):
         model = FactorModel.fit(data.train, n_users=n_users, n_items=n_items,
                                 valid=data.valid if len(data.valid) else None,
-                                config=train_config, log=log_fn)
+                                config=train_config, log=log_fn, init=init)
     result = model.fit_result
     metrics = {**_fit_metrics(result, train_config, model.rank), "history": result.history,
-               "rating_min": scale[0], "rating_max": scale[1]}
+               "rating_min": scale[0], "rating_max": scale[1], "warm_start_from": warm_from}
     with step("score", f"scoring the splits (a width-{model.rank} model)"):
         metrics.update(_split_metrics(model, data, log_fn))
 
@@ -177,6 +183,47 @@ def train_factors(
     metrics["step_seconds"] = step.seconds
     metrics["seconds"] = time.perf_counter() - started
     return _finish(out, metrics, curves, log_fn)
+
+
+def _warm_start(train_config: Any, data: Any,
+                log_fn: Callable[[str], None]) -> tuple[Any, str | None]:
+    """``(WarmStart or None, the previous model's id or None)`` for ``train_config.init_from``.
+
+    ``init_from`` is a model directory with id maps: the ``previous_model``
+    task's export of the published model, or ``factorflow fit --out``'s. Rows
+    are matched by id; anything that makes the previous model unusable gives a
+    cold start and one log line saying why (:func:`factorflow.engine.warm.warm_start`).
+    """
+    from factorflow.engine import FactorModel
+    from factorflow.engine.artifacts import ArtifactError, reading
+    from factorflow.engine.warm import warm_start
+    from factorflow.stages.build import ITEMS_FILE, USERS_FILE, read_ids
+
+    if not train_config.init_from:
+        return None, None
+    folder = Path(train_config.init_from)
+    try:
+        with reading(folder / MODEL_FILE, task="previous_model"):
+            previous = FactorModel.load(folder / MODEL_FILE)
+        source = (read_model_info(folder)["model_id"] if (folder / MODEL_INFO_FILE).is_file()
+                  else str(folder))
+        ids = [read_ids(folder / name, column).to_numpy()
+               for name, column in ((USERS_FILE, "user_id"), (ITEMS_FILE, "item_id"))]
+    except (ArtifactError, OSError) as exc:  # a start that cannot be read is not a failure
+        log_fn(f"warm start from {folder} not possible: {exc}; cold start")
+        return None, None
+    init = warm_start(previous, *ids, data.user_ids.to_numpy(), data.item_ids.to_numpy(),
+                      train_config, log_fn, source=source)
+    return init, (source if init is not None else None)
+
+
+def read_model_info(model_dir: str | Path) -> dict[str, Any]:
+    """``model.json`` of an exported published model (its ``model_runs`` fields)."""
+    from factorflow.engine.artifacts import reading
+
+    path = Path(model_dir) / MODEL_INFO_FILE
+    with reading(path, task="previous_model"):
+        return json.loads(path.read_text())
 
 
 def _load(matrix_dir: str | Path, config: dict[str, Any], rating_min: float | None,

@@ -31,6 +31,10 @@ SCHEMA_STEPS = ("create_schema", "create_model_runs", "migrate_model_runs", "cre
 INSERTS = ("insert_user_factors", "insert_item_factors", "insert_predictions")
 
 
+class ParentNotCurrentError(LookupError):
+    """A fold-in's model extends a model that is no longer current (another was published)."""
+
+
 class WarehouseLockedError(RuntimeError):
     """Another process or session held the warehouse's write lock past the wait allowed."""
 
@@ -122,8 +126,12 @@ class Warehouse(ABC):
 
     @abstractmethod
     def run_query(self, file: str, name: str, *, schema: str = "factorflow",
-                  params: Mapping[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
+                  params: Mapping[str, Any] | None = None,
+                  fields: Mapping[str, str] | None = None) -> tuple[list[str], list[tuple]]:
         """One named read-only query of ``include/sql/<dialect>/<file>``.
+
+        ``params`` are bound; ``fields`` fill ``{name}`` placeholders besides
+        ``{schema}`` and must be quoted identifiers (never values).
 
         Returns:
             ``(column names, rows)``.
@@ -178,11 +186,14 @@ class Warehouse(ABC):
 
         Readers see the previous model or the new one, never a mix; a failure
         part-way leaves every table as it was. Rows already stored under the
-        model id are replaced; models beyond the newest ``keep`` are deleted.
+        model id are replaced; models beyond the newest ``keep`` are deleted. A
+        staged model with a ``parent`` (a fold-in) gets every row of the parent
+        that it does not hold itself, copied in the same transaction.
 
         Raises:
             WarehouseLockedError: another writer held the lock past ``lock_timeout`` seconds.
             ValueError: the published tables hold another id type than this model.
+            ParentNotCurrentError: the ``parent`` is no longer the current model.
         """
         if int(keep) < 1:
             raise ValueError(f"keep must be >= 1 (the new model is always kept), got {keep}")
@@ -198,8 +209,14 @@ class Warehouse(ABC):
             self._create_schema(cur, q, schema)
             self._check_id_types(cur, q["column_type"], schema, staged)
             run_statements(cur, q["delete_models"], {"model_ids": [staged.model_id]})
+            parent = getattr(staged, "parent", None)
+            if parent is not None:
+                self._check_parent_current(cur, q, schema, staged.model_id, parent)
             for name in INSERTS:
                 self._insert(cur, q[name], staged.model_id, rows[name])
+            if parent is not None:
+                run_statements(cur, q["copy_parent_rows"],
+                               {"model_id": staged.model_id, "parent": parent})
             for run in (staged.run, *staged.candidates):
                 cur.execute(q["insert_model_run"], run)
             cur.execute(q["point_current"], {"model_id": staged.model_id})
@@ -212,6 +229,18 @@ class Warehouse(ABC):
         summary = {"warehouse": self.name, "schema": schema, **staged.summary()}
         log.info("published model %s to %s.%s: %s", staged.model_id, self.name, schema, summary)
         return summary
+
+    def _check_parent_current(self, cur: Any, q: Mapping[str, str], schema: str, model_id: str,
+                              parent: str) -> None:
+        """A derived model (a fold-in) extends the current model, or is not published."""
+        cur.execute(q["current_model_id"])
+        rows = cur.fetchall()  # DuckDB: a result not read to its end blocks the connection
+        current = rows[0][0] if rows else None
+        if current != parent:
+            raise ParentNotCurrentError(
+                f"model {model_id} extends {parent}, but the current model of {self.name} "
+                f"schema {schema} is now {current}: nothing was written; the next run folds "
+                "in against the current model")
 
     def _check_id_types(self, cur: Any, query: str, schema: str, staged: Any) -> None:
         """Fail clearly when a new model's id type differs from the published tables'."""

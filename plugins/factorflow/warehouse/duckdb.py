@@ -204,10 +204,11 @@ class DuckDBWarehouse(Warehouse):
         run_statements(cur, q["create_views"].replace("{width}", str(width)))
 
     def run_query(self, file: str, name: str, *, schema: str = "factorflow",
-                  params: Mapping[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
+                  params: Mapping[str, Any] | None = None,
+                  fields: Mapping[str, str] | None = None) -> tuple[list[str], list[tuple]]:
         import duckdb
 
-        sql = self.queries(file, schema)[name]
+        sql = self.queries(file, schema, **dict(fields or {}))[name]
         if not self.path.is_file():
             raise LookupError(f"no model published in {self.path} schema {schema}: no such file")
         with connect_waiting(self.path, read_only=True) as con:

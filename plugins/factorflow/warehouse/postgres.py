@@ -109,8 +109,9 @@ class PostgresWarehouse(Warehouse):
         copy_in(cur, sql, rows)
 
     def run_query(self, file: str, name: str, *, schema: str = "factorflow",
-                  params: Mapping[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
-        sql = self.queries(file, schema)[name]
+                  params: Mapping[str, Any] | None = None,
+                  fields: Mapping[str, str] | None = None) -> tuple[list[str], list[tuple]]:
+        sql = self.queries(file, schema, **dict(fields or {}))[name]
         with transaction(self.target) as cur:
             cur.execute("SET TRANSACTION READ ONLY")
             try:

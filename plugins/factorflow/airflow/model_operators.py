@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from factorflow.airflow.operators import (
     _StageOperator,
     announce,
+    fail_fast,
     model_id_for,
     resolve_warehouse,
     run_dir,
@@ -73,7 +74,8 @@ class PreviousModelOperator(_StageOperator):
                                                "reason": "warm_start is off"})
         target = resolve_warehouse(self.warehouse, self.warehouse_conn_id)
         if self.skip_without_new_users:  # one query first: the usual hourly answer is "nobody"
-            model_id, new = count_new_users(target, self.source_table, schema=self.schema)
+            model_id, new = fail_fast(lambda: count_new_users(target, self.source_table,
+                                                              schema=self.schema))
             if model_id is None:
                 raise AirflowSkipException(f"nothing to fold into: no model in schema {self.schema}")
             if new == 0:

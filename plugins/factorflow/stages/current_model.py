@@ -122,15 +122,24 @@ def count_new_users(warehouse: Any, source_table: str, *,
     """``(current model id, users of source_table it lacks)``; ``(None, 0)`` with no model.
 
     One query, without reading the model: the quick check before a fold-in.
-    ``source_table`` must be a table of the same warehouse.
+
+    Raises:
+        ValueError: ``source_table`` is not a table name (a file path): the
+            check joins it with the model's rows, so it must live in the same
+            warehouse.
     """
     from factorflow.warehouse import open_warehouse
     from factorflow.warehouse.identifiers import quote_table
 
+    try:
+        source = quote_table(source_table)
+    except ValueError as exc:
+        raise ValueError(f"fold-in needs source_table to be a table of the warehouse the model "
+                         f"is published to, got {source_table!r}: {exc}") from exc
     target = open_warehouse(warehouse)
     try:
         _, rows = target.run_query("current_model.sql", "new_users", schema=schema,
-                                   fields={"source": quote_table(source_table)})
+                                   fields={"source": source})
     except LookupError:
         return None, 0
     return (rows[0][0], int(rows[0][1])) if rows else (None, 0)

@@ -258,12 +258,13 @@ def test_a_gpu_worker_killed_during_train_is_rescheduled_by_airflow(stack, unint
     killed = {}
 
     def kill_the_gpu_worker_mid_train(stack):
-        def train_running():
-            first = watcher.first_try("train")
-            return first if first is not None and alive(first.pid) else None
-
-        first = stack.wait_for(train_running, 300, "train to start")
-        time.sleep(random.uniform(0.1, 0.6) * uninterrupted["lifetimes"]["train"])
+        deadline = time.monotonic() + 300
+        while (first := watcher.first_try("train")) is None:  # the watcher polls every 50 ms
+            assert time.monotonic() < deadline, "train did not start within 300 s"
+            time.sleep(0.02)
+        # a random point of its life, counted from the process's start as for the other kills
+        point = first.started + random.uniform(0.1, 0.6) * uninterrupted["lifetimes"]["train"]
+        time.sleep(max(0.0, point - time.time()))
         assert alive(first.pid), "train ended before the worker could be killed"
         killed["pids"] = stack.kill("gpu_worker")
         killed["at"] = time.monotonic()

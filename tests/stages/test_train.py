@@ -139,3 +139,31 @@ def test_the_model_directory_holds_no_temporary_files(small_model):
     names = sorted(p.name for p in small_model["model_dir"].iterdir())
     assert not [n for n in names if n.endswith(".tmp")], names
     assert {MODEL_FILE, METRICS_FILE, RECOMMENDATIONS_FILE} <= set(names)
+
+
+@pytest.mark.parametrize("damage", ["no model", "no id maps"])
+def test_a_previous_model_that_cannot_be_read_gives_a_cold_start_saying_why(
+        small_model, small_warehouse, tmp_path, damage):
+    """The previous_model export read back by ``train``: damaged, it is not a failure."""
+    import shutil
+
+    from factorflow.stages.current_model import export_current_model
+    from tests.warehouses import publish_small_model
+
+    shutil.copy(small_warehouse, tmp_path / "wh.duckdb")
+    publish_small_model(tmp_path / "wh.duckdb", small_model, "m1")
+    previous = export_current_model(tmp_path / "wh.duckdb", tmp_path / "previous")["model_dir"]
+    kwargs = dict(top_n=5, rank=8, epochs=16, seed=0)
+    warm = train_factors(small_model["matrix_dir"], tmp_path / "warm", init_from=previous,
+                         **kwargs)
+    assert json.loads((tmp_path / "warm" / "metrics.json").read_text())["warm_start_from"] == "m1"
+    gone = "model.npz" if damage == "no model" else "users.parquet"
+    (tmp_path / "previous" / gone).unlink()
+    lines: list[str] = []
+    cold = train_factors(small_model["matrix_dir"], tmp_path / "cold", init_from=previous,
+                         log_fn=lines.append, **kwargs)
+    assert any("not possible" in line and "cold start" in line for line in lines), lines
+    metrics = json.loads((tmp_path / "cold" / "metrics.json").read_text())
+    assert metrics["warm_start_from"] is None and metrics["epochs_run"] == 16
+    assert json.loads((tmp_path / "warm" / "metrics.json").read_text())["epochs_run"] == 2
+    assert warm["model_dir"] and cold["model_dir"]

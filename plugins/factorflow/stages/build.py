@@ -86,8 +86,8 @@ def build_matrices(
     _check_ratings_file(ratings_path)
 
     user_ids, item_ids = _id_maps(ratings_path)
-    _write_ids(user_ids, "user_index", out / USERS_FILE)
-    _write_ids(item_ids, "item_index", out / ITEMS_FILE)
+    write_ids(user_ids, "user_index", out / USERS_FILE)
+    write_ids(item_ids, "item_index", out / ITEMS_FILE)
     u, i, r = _sorted_triplets(ratings_path, user_ids, item_ids, log)
     splitting = Progress("build: rows split", len(r), log)
     is_valid = split_mask(u, len(user_ids), valid_fraction, min_user_ratings, seed,
@@ -146,8 +146,8 @@ def _id_maps(ratings_path: str | Path) -> tuple[Any, Any]:
     return user_ids, item_ids
 
 
-def _write_ids(ids: Any, index_name: str, path: Path) -> None:
-    """``[index_name (int32), id]`` rows: the id of each index."""
+def write_ids(ids: Any, index_name: str, path: Path) -> None:
+    """``[index_name (int32), id]`` rows: the id of each index (``ids``: a named polars Series)."""
     import polars as pl
 
     index = pl.int_range(pl.len(), dtype=pl.Int32).alias(index_name)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from factorflow.engine.artifacts import replacing
-from factorflow.stages.build import ITEMS_FILE, USERS_FILE
+from factorflow.stages.build import ITEMS_FILE, USERS_FILE, write_ids
 from factorflow.stages.train import MODEL_FILE, MODEL_INFO_FILE
 
 
@@ -51,15 +51,6 @@ def _settings(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray
             "optimizer": run["optimizer"] or config.get("optimizer")}, {}
 
 
-def _write_ids(ids: Any, index_name: str, id_name: str, path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({index_name: pa.array(np.arange(len(ids), dtype=np.int32)), id_name: ids})
-    with replacing(path) as tmp:
-        pq.write_table(table, tmp)
-
-
 def export_current_model(warehouse: Any, out_dir: str | Path, *, schema: str = "factorflow",
                          model_id: str | None = None,
                          log_fn: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -78,6 +69,8 @@ def export_current_model(warehouse: Any, out_dir: str | Path, *, schema: str = "
         "reason": str | None}``; ``model_dir`` is None (with the ``reason``)
         when nothing is published there yet.
     """
+    import polars as pl
+
     from factorflow.engine import FactorModel
     from factorflow.engine.factors import FactorParams
     from factorflow.engine.fold_in_priors import spec_from_arrays
@@ -106,9 +99,11 @@ def export_current_model(warehouse: Any, out_dir: str | Path, *, schema: str = "
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / MODEL_FILE)
-    _write_ids(user_ids, "user_index", "user_id", out / USERS_FILE)
-    _write_ids(item_ids, "item_index", "item_id", out / ITEMS_FILE)
-    info = {k: run[k] for k in ("model_id", "rank", "loss", "optimizer", "n_users", "n_items")}
+    write_ids(pl.Series("user_id", user_ids), "user_index", out / USERS_FILE)
+    write_ids(pl.Series("item_id", item_ids), "item_index", out / ITEMS_FILE)
+    # what a fold-in's publish records of its parent, without loading the model again
+    info = {k: run[k] for k in ("model_id", "rank", "loss", "optimizer", "n_users", "n_items",
+                                "global_mean", "model_config")}
     with replacing(out / MODEL_INFO_FILE) as tmp:  # last: the directory is complete
         tmp.write_text(json.dumps(info, default=str))
     (log_fn or print)(f"read model {run['model_id']} ({model.n_users} users, {model.n_items} "

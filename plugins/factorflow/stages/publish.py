@@ -49,8 +49,10 @@ def stage_figures(timings: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
-             model_dir: Path, candidate_of: str | None = None) -> tuple[dict[str, Any], dict]:
-    """The ``model_runs`` row of one trained model, and its metrics."""
+             model_dir: Path, candidate_of: str | None = None,
+             arrays: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, Any], dict]:
+    """The ``model_runs`` row of one trained model, and its metrics (``arrays``: its
+    ``model.npz``, when the caller has read it already)."""
     from factorflow.engine.artifacts import reading
     from factorflow.stages.train import METRICS_FILE, MODEL_FILE
 
@@ -58,7 +60,8 @@ def _run_row(model_id: str, info: Mapping[str, Any], counts: Mapping[str, Any],
         metrics = json.loads((model_dir / METRICS_FILE).read_text())
         if not isinstance(metrics, dict):
             raise ValueError("not the train stage's metrics")
-    arrays = _train_arrays(model_dir / MODEL_FILE, ("mean",))
+    if arrays is None:
+        arrays = _train_arrays(model_dir / MODEL_FILE, ("mean",))
     model_config = _model_config(arrays)
     config = metrics.get("config", {})
     params = dict(info.get("params", {}))
@@ -150,13 +153,13 @@ def stage_model(model_id: str, model_dir: str | Path, matrix_dir: str | Path,
     model_dir, matrix_dir = Path(model_dir), Path(matrix_dir)
     info = dict(run_info or {})
     counts = read_summary(matrix_dir)
-    run, metrics = _run_row(model_id, info, counts, model_dir)
+    m = _train_arrays(model_dir / MODEL_FILE, ("mean", "user_bias", "user_factors",
+                                               "item_bias", "item_factors"))
+    run, metrics = _run_row(model_id, info, counts, model_dir, arrays=m)
     candidate_runs = tuple(_run_row(f"{model_id}/candidate-{k}", info, counts, Path(d),
                                     candidate_of=model_id)[0] for k, d in enumerate(candidates))
     user_ids, item_ids = (_id_column(matrix_dir / file, column) for file, column in
                           ((USERS_FILE, "user_id"), (ITEMS_FILE, "item_id")))
-    m = _train_arrays(model_dir / MODEL_FILE, ("user_bias", "user_factors", "item_bias",
-                                               "item_factors"))
     users = factor_table(user_ids, m["user_bias"], m["user_factors"])
     items = factor_table(item_ids, m["item_bias"], m["item_factors"])
     for name, column in zip(("n_ratings", "mean_rating"),

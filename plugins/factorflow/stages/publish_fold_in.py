@@ -32,9 +32,9 @@ def _empty_items(item_ids: Any) -> Any:
 
 
 def _run_row(model_id: str, parent: Mapping[str, Any], fold: Mapping[str, Any],
-             model_config: str | None, global_mean: float,
              info: Mapping[str, Any]) -> dict[str, Any]:
-    """The derived model's ``model_runs`` row: the parent's model, the fold-in's counts."""
+    """The derived model's ``model_runs`` row: the parent's model (its global mean and
+    settings, as published), the fold-in's counts."""
     return {
         "model_id": model_id, "dag_id": info.get("dag_id"), "dag_run_id": info.get("dag_run_id"),
         "source_table": info.get("source_table"),
@@ -47,8 +47,8 @@ def _run_row(model_id: str, parent: Mapping[str, Any], fold: Mapping[str, Any],
         "valid_mae": None, "baseline_valid_rmse": None, "baseline_valid_mae": None,
         "fit_seconds": fold.get("seconds"), "ratings_per_second": None,
         **stage_figures(info.get("timings", {})), "history": "[]",
-        "global_mean": global_mean, "candidate_of": None, "warm_start_from": None,
-        "parent_model_id": parent["model_id"], "model_config": model_config,
+        "global_mean": parent["global_mean"], "candidate_of": None, "warm_start_from": None,
+        "parent_model_id": parent["model_id"], "model_config": parent.get("model_config"),
     }
 
 
@@ -66,7 +66,7 @@ def stage_folded_model(model_id: str, fold_dir: str | Path, previous_dir: str | 
 
     from factorflow.stages.build import ITEMS_FILE
     from factorflow.stages.fold_in import FOLD_METRICS_FILE, FOLDED_FILE, NEW_USERS_FILE
-    from factorflow.stages.train import MODEL_FILE, read_model_info
+    from factorflow.stages.train import read_model_info
 
     fold_dir, previous_dir = Path(fold_dir), Path(previous_dir)
     parent = read_model_info(previous_dir)
@@ -78,12 +78,9 @@ def stage_folded_model(model_id: str, fold_dir: str | Path, previous_dir: str | 
         item_ids = pq.read_table(previous_dir / ITEMS_FILE)["item_id"].combine_chunks()
     with reading(fold_dir / FOLDED_FILE, task="fold_in"):
         arrays = load_npz(fold_dir / FOLDED_FILE, ("user_bias", "user_factors", "items", "scores"))
-    with reading(previous_dir / MODEL_FILE, task="previous_model"):
-        previous = load_npz(previous_dir / MODEL_FILE, ("mean",))
     if not (np.isfinite(arrays["user_factors"]).all() and np.isfinite(arrays["user_bias"]).all()):
         raise ValueError(f"model {model_id} has non-finite folded factors; refusing to publish")
-    config = str(previous["config_json"]) if "config_json" in previous else None
-    run = _run_row(model_id, parent, fold, config, float(previous["mean"]), dict(run_info or {}))
+    run = _run_row(model_id, parent, fold, dict(run_info or {}))
     staged = StagedModel(
         model_id, factor_table(user_ids, arrays["user_bias"], arrays["user_factors"]),
         _empty_items(item_ids), prediction_table(user_ids, item_ids, arrays["items"],

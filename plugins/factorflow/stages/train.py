@@ -194,26 +194,24 @@ def _warm_start(train_config: Any, data: Any,
     are matched by id; anything that makes the previous model unusable gives a
     cold start and one log line saying why (:func:`factorflow.engine.warm.warm_start`).
     """
-    from factorflow.engine import FactorModel
-    from factorflow.engine.artifacts import ArtifactError, reading
     from factorflow.engine.warm import warm_start
-    from factorflow.stages.build import ITEMS_FILE, USERS_FILE, read_ids
+    from factorflow.engine.warm_files import read_previous
 
     if not train_config.init_from:
         return None, None
     folder = Path(train_config.init_from)
-    try:
-        with reading(folder / MODEL_FILE, task="previous_model"):
-            previous = FactorModel.load(folder / MODEL_FILE)
+    try:  # a start that cannot be read is not a failure: a cold start, saying why
+        previous = read_previous(folder)
         source = (read_model_info(folder)["model_id"] if (folder / MODEL_INFO_FILE).is_file()
                   else str(folder))
-        ids = [read_ids(folder / name, column).to_numpy()
-               for name, column in ((USERS_FILE, "user_id"), (ITEMS_FILE, "item_id"))]
-    except (ArtifactError, OSError) as exc:  # a start that cannot be read is not a failure
+        if previous.user_ids is None:  # rows matched by index would be a guess here
+            raise ValueError("no id maps beside the model")
+    except (OSError, ValueError) as exc:
         log_fn(f"warm start from {folder} not possible: {exc}; cold start")
         return None, None
-    init = warm_start(previous, *ids, data.user_ids.to_numpy(), data.item_ids.to_numpy(),
-                      train_config, log_fn, source=source)
+    init = warm_start(previous.model, previous.user_ids, previous.item_ids,
+                      data.user_ids.to_numpy(), data.item_ids.to_numpy(), train_config, log_fn,
+                      source=source)
     return init, (source if init is not None else None)
 
 
